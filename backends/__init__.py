@@ -1,0 +1,1 @@
+"""Model backends (import path `kimicode.backends`). Heavy ones load lazily."""

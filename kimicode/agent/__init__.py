@@ -1,0 +1,1 @@
+"""The agent core: the model ↔ tools loop, budgets and session log."""

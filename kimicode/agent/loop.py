@@ -1,0 +1,314 @@
+"""The agent loop: model ↔ tools until the model stops, as a stream of events.
+
+`Agent.run(prompt)` is an async iterator of `kimicode.events` ending with
+`TurnFinished`. Stop reasons are exceptions carrying a message; whatever stops a
+turn, the history stays valid: every tool call gets a result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kimicode.agent.session import SessionLog
+from kimicode.approval import ApprovalPolicy
+from kimicode.backends.base import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    Finish,
+    ReasoningDelta,
+    Retrying,
+    TextDelta,
+    ToolCallDone,
+    Usage,
+)
+from kimicode.events import (
+    Approval,
+    ApprovalRequested,
+    Decision,
+    ErrorEvent,
+    Event,
+    StopReason,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnFinished,
+    TurnStarted,
+    UsageUpdated,
+)
+from kimicode.tools.base import ToolContext, ToolError, ToolRegistry, ToolResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_steps: int = 100  # model calls per turn
+    max_cost: float | None = None  # USD per turn
+    timeout: float | None = None  # seconds per turn
+
+
+class StopTurn(Exception):
+    """Ends a turn early; `reason` becomes the TurnFinished stop reason."""
+
+    def __init__(self, reason: StopReason, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Reply:
+    text: str
+    reasoning: str
+    calls: list[ToolCallDone]
+    finish: str
+
+
+class Agent:
+    def __init__(
+        self,
+        backend: Backend,
+        tools: ToolRegistry,
+        policy: ApprovalPolicy,
+        ctx: ToolContext,
+        system_prompt: str,
+        limits: Limits = Limits(),
+        session: SessionLog | None = None,
+    ):
+        self.backend = backend
+        self.tools = tools
+        self.policy = policy
+        self.ctx = ctx
+        self.limits = limits
+        self.session = session
+        self.messages: list[dict[str, Any]] = []
+        self.usage = Usage()
+        self.cost_usd = 0.0
+        self.steps = 0  # model calls, all turns
+        self._turn_task: asyncio.Task[None] | None = None
+        self._emit: Callable[[Event], None] = lambda event: None
+        self._append({"role": "system", "content": system_prompt})
+
+    async def run(self, prompt: str) -> AsyncIterator[Event]:
+        """Run one user turn, yielding its events; the last one is TurnFinished."""
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._turn_task = asyncio.create_task(self._turn(prompt, queue.put_nowait))
+        try:
+            while True:
+                event = await queue.get()
+                yield event
+                if isinstance(event, TurnFinished):
+                    break
+        finally:
+            task, self._turn_task = self._turn_task, None
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def cancel(self) -> None:
+        """Stop the running turn; it still ends with TurnFinished("cancelled")."""
+        if self._turn_task and not self._turn_task.done():
+            self._turn_task.cancel()
+
+    # -- one turn -------------------------------------------------------------
+
+    async def _turn(self, prompt: str, emit: Callable[[Event], None]) -> None:
+        self._emit = self.ctx.emit = emit
+        emit(TurnStarted(prompt))
+        self._append({"role": "user", "content": prompt})
+        started = len(self.messages)
+        result, reason, error_kind = "", "end_turn", "internal"
+        try:
+            async with asyncio.timeout(self.limits.timeout):
+                result = await self._loop()
+        except StopTurn as stop:
+            result, reason = str(stop), stop.reason
+        except TimeoutError:
+            result, reason = f"stopped: the turn ran longer than {self.limits.timeout:g} s", "timeout"
+        except asyncio.CancelledError:
+            result, reason = "cancelled by the user", "cancelled"
+        except BackendError as exc:
+            result, reason, error_kind = str(exc), "error", exc.kind
+        except Exception as exc:  # a bug: report it, keep the session usable
+            log.exception("agent turn failed")
+            result, reason = f"internal error: {type(exc).__name__}: {exc}", "error"
+        if reason != "end_turn":
+            self._close_open_calls(started, result)
+            if reason == "error":
+                emit(ErrorEvent(result, error_kind))
+        emit(TurnFinished(reason, result))  # type: ignore[arg-type]
+
+    async def _loop(self) -> str:
+        steps = 0
+        cost_at_start = self.cost_usd
+        while True:
+            if steps >= self.limits.max_steps:
+                raise StopTurn("max_steps", f"stopped: reached the limit of {self.limits.max_steps} model calls")
+            spent = self.cost_usd - cost_at_start
+            if self.limits.max_cost is not None and spent >= self.limits.max_cost:
+                raise StopTurn("max_cost", f"stopped: spent ${spent:.4f}, the limit is ${self.limits.max_cost:.4f}")
+            steps += 1
+            self.steps += 1
+            reply = await self._call_model()
+            self._append(self._assistant_message(reply))
+            if not reply.calls:
+                if reply.finish == "length":
+                    raise StopTurn("length", reply.text + "\n[the reply hit the output token limit]")
+                return reply.text
+            for call in reply.calls:
+                await self._run_tool(call)
+
+    async def _call_model(self) -> _Reply:
+        text: list[str] = []
+        reasoning: list[str] = []
+        calls: list[ToolCallDone] = []
+        finish = "stop"
+        request = ChatRequest(self.messages, self.tools.schemas())
+        async for event in self.backend.stream(request):
+            match event:
+                case TextDelta(text=piece):
+                    text.append(piece)
+                    self._emit(event)
+                case ReasoningDelta(text=piece):
+                    reasoning.append(piece)
+                    self._emit(event)
+                case ToolCallDone():
+                    calls.append(event)
+                case Usage():
+                    self._account(event)
+                case Retrying():
+                    text.clear(), reasoning.clear(), calls.clear()
+                    self._emit(event)
+                case Finish(reason=reason):
+                    finish = reason
+        return _Reply("".join(text), "".join(reasoning), self._unique_ids(calls), finish)
+
+    def _unique_ids(self, calls: list[ToolCallDone]) -> list[ToolCallDone]:
+        """Give every call an id no earlier call in the session has."""
+        taken = {c["id"] for m in self.messages for c in m.get("tool_calls") or ()}
+        unique = []
+        for call in calls:
+            call_id, counter = call.id, len(taken)
+            while not call_id or call_id in taken:
+                call_id, counter = f"functions.{call.name}:{counter}", counter + 1
+            taken.add(call_id)
+            unique.append(ToolCallDone(call_id, call.name, call.arguments, call.arguments_error))
+        return unique
+
+    def _account(self, usage: Usage) -> None:
+        self.usage += usage
+        self.cost_usd += self.backend.info.cost(usage)
+        self._emit(
+            UsageUpdated(
+                self.usage.prompt_tokens,
+                self.usage.completion_tokens,
+                self.usage.cached_tokens,
+                self.cost_usd,
+                usage.prompt_tokens + usage.completion_tokens,
+                self.backend.info.context_window,
+            )
+        )
+        if self.session:
+            self.session.append("usage", usage=[usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens])
+
+    @staticmethod
+    def _assistant_message(reply: _Reply) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
+        if reply.calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in reply.calls
+            ]
+        return message
+
+    # -- tools ----------------------------------------------------------------
+
+    async def _run_tool(self, call: ToolCallDone) -> None:
+        started = time.monotonic()
+        arguments = _as_object(call.arguments)
+        tool = self.tools.get(call.name)
+        title = call.name
+        result: ToolResult | None = None
+        params = None
+        if tool is None:
+            result = ToolResult(
+                f"unknown tool {call.name!r}; the available tools are: {', '.join(self.tools.names)}",
+                is_error=True,
+            )
+        elif call.arguments_error is not None:
+            result = ToolResult(
+                f"the arguments for {call.name} are not usable ({call.arguments_error}); "
+                "call it again with a JSON object that matches its schema",
+                is_error=True,
+            )
+        else:
+            try:
+                params = tool.parse(arguments)
+                title = tool.title(params)
+            except ToolError as exc:
+                result = ToolResult(str(exc), is_error=True)
+        kind = tool.kind if tool else "other"
+        self._emit(ToolCallStarted(call.id, call.name, arguments, title, kind))
+        if result is None and tool is not None:
+            denial = await self._approve(call, title, kind, arguments)
+            if denial is not None:
+                result = ToolResult(denial, is_error=True)
+            else:
+                self.ctx.call_id = call.id
+                result = await tool.execute(params, self.ctx)
+        assert result is not None
+        self._append({"role": "tool", "tool_call_id": call.id, "content": result.output})
+        self._emit(
+            ToolCallFinished(
+                call.id, call.name, result.output, result.is_error, result.display, time.monotonic() - started
+            )
+        )
+
+    async def _approve(self, call: ToolCallDone, title: str, kind: Any, arguments: dict[str, Any]) -> str | None:
+        """None when the call may run, else the refusal the model reads."""
+        verdict = self.policy.check(call.name, kind, arguments)
+        if verdict.action == "allow":
+            return None
+        if verdict.action == "deny":
+            return f"not run: {verdict.reason}"
+        reply: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
+        self._emit(ApprovalRequested(call.id, call.name, title, kind, verdict.reason, verdict.rules, reply))
+        approval = await reply
+        if approval.decision is Decision.ALLOW_ALWAYS:
+            self.policy.remember(verdict.rules)
+        if approval.decision is Decision.DENY:
+            note = f" The user says: {approval.note}" if approval.note else ""
+            return f"not run: the user denied this ({verdict.reason}).{note}"
+        return None
+
+    # -- history --------------------------------------------------------------
+
+    def _append(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if self.session:
+            self.session.append("message", message=message)
+
+    def _close_open_calls(self, since: int, why: str) -> None:
+        """Answer tool calls left without a result, so the history stays valid."""
+        answered = {m.get("tool_call_id") for m in self.messages[since:] if m["role"] == "tool"}
+        for message in self.messages[since:]:
+            for call in message.get("tool_calls") or ():
+                if call["id"] not in answered:
+                    self._append({"role": "tool", "tool_call_id": call["id"], "content": f"no result: {why}"})
+
+
+def _as_object(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments, strict=False)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

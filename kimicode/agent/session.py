@@ -1,0 +1,45 @@
+"""The session transcript: append-only JSONL, one record per line, flushed per record.
+
+A torn last line (a process killed mid-write) is the only damage a crash can do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+
+def data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "kimicode"
+
+
+def new_session_id() -> str:
+    # Sortable by creation time, unique without coordination.
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class SessionLog:
+    def __init__(self, session_id: str, path: Path):
+        self.id = session_id
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+
+    @classmethod
+    def create(cls, **meta: Any) -> SessionLog:
+        session_id = new_session_id()
+        log = cls(session_id, data_dir() / "sessions" / f"{session_id}.jsonl")
+        log.append("meta", id=session_id, created=time.time(), **meta)
+        return log
+
+    def append(self, record_type: str, **fields: Any) -> None:
+        self._file.write(json.dumps({"type": record_type, **fields}, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

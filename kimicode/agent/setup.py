@@ -1,0 +1,69 @@
+"""Assemble an Agent from settings: the one place front ends get theirs from."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from kimicode import prompts
+from kimicode.agent.loop import Agent, Limits
+from kimicode.agent.session import SessionLog
+from kimicode.approval import ApprovalPolicy, RuleStore
+from kimicode.config import ApprovalMode, Settings, resolve_endpoint
+from kimicode.tools.base import ToolContext, ToolRegistry
+from kimicode.tools.plan import UpdatePlan
+from kimicode.tools.registry import builtin_tools
+from kimicode.workspace import Workspace
+
+
+def create_agent(settings: Settings, workspace_root: Path, *, default_mode: ApprovalMode) -> Agent:
+    from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy  # loads openai
+
+    endpoint = resolve_endpoint(settings)
+    mode = settings.approval_mode or default_mode
+    workspace = Workspace(workspace_root)
+    backend = OpenAICompatBackend(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        info=endpoint.model,
+        retry=RetryPolicy(**settings.retry.model_dump()),
+        request_timeout=settings.request_timeout,
+    )
+    policy = ApprovalPolicy(
+        mode,
+        workspace.root,
+        allow=settings.permissions.allow,
+        deny=settings.permissions.deny,
+        store=RuleStore(workspace.root / ".kimicode" / "permissions.json"),
+    )
+    session = SessionLog.create(cwd=str(workspace.root), model=endpoint.model.name, provider=endpoint.provider)
+    return Agent(
+        backend,
+        ToolRegistry([*builtin_tools(), UpdatePlan()]),
+        policy,
+        ToolContext(workspace, shell_timeout=settings.shell_timeout),
+        system_prompt(workspace, mode),
+        Limits(settings.max_steps, settings.max_cost, settings.timeout),
+        session,
+    )
+
+
+def system_prompt(workspace: Workspace, mode: str) -> str:
+    return prompts.render(
+        "system",
+        workspace=str(workspace.root),
+        platform=f"{platform.system()} {platform.release()}",
+        date=time.strftime("%Y-%m-%d"),
+        mode=mode,
+        project_instructions=_project_instructions(workspace.root),
+    )
+
+
+def _project_instructions(root: Path) -> str:
+    path = root / "AGENTS.md"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    return f"\n# Project instructions (AGENTS.md)\n{text}\n" if text else ""

@@ -1,0 +1,128 @@
+"""The `kimicode` command. Keep imports here light: `kimicode --help` must stay fast,
+so the agent, openai, textual and torch load only inside the commands that need them."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    help="kimicode: a coding agent for the Kimi K2 models.\n\n"
+    "Run `kimicode --task \"…\"` for a headless run (CI); the interactive TUI comes with `kimicode`.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    stream_json = "stream-json"
+
+
+class Mode(str, Enum):
+    ask = "ask"
+    auto_edit = "auto-edit"
+    auto = "auto"
+    yolo = "yolo"
+    plan = "plan"
+
+
+@app.callback(invoke_without_command=True)
+def main_command(
+    ctx: typer.Context,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Run this task headless and exit; '-' reads it from stdin.")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--output-format", "-o", help="Headless output: text | json | stream-json.")] = OutputFormat.text,
+    provider: Annotated[Optional[str], typer.Option(help="Provider name from the config (moonshot, openrouter, custom, …).")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (vLLM, SGLang, a proxy).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id.")] = None,
+    approval_mode: Annotated[Optional[Mode], typer.Option(help="ask | auto-edit | auto (headless default) | yolo | plan.")] = None,
+    yolo: Annotated[bool, typer.Option("--yolo", help="Allow everything except the hard deny-list.")] = False,
+    max_steps: Annotated[Optional[int], typer.Option(min=1, help="Most model calls for the task.")] = None,
+    max_cost: Annotated[Optional[float], typer.Option(min=0.0, help="Stop once the task has cost this many USD.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.0, help="Stop the task after this many seconds.")] = None,
+    cwd: Annotated[Optional[Path], typer.Option("--cwd", "-C", help="Workspace directory (default: the current one).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging to stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from kimicode import __version__
+
+        print(f"kimicode {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is not None:
+        return
+    if yolo and approval_mode not in (None, Mode.yolo):
+        raise typer.BadParameter("--yolo contradicts --approval-mode", param_hint="--yolo")
+    flags = {
+        "provider": provider,
+        "base_url": base_url,
+        "model": model,
+        "approval_mode": "yolo" if yolo else (approval_mode.value if approval_mode else None),
+        "max_steps": max_steps,
+        "max_cost": max_cost,
+        "timeout": timeout,
+    }
+    workspace = (cwd or Path.cwd()).resolve()
+    if not workspace.is_dir():
+        _fail(f"--cwd {workspace} is not a directory")
+    if task is None:
+        _fail("the interactive TUI is not available yet; run a task with --task \"…\" (see --help)")
+    if task == "-":
+        task = sys.stdin.read()
+    if not task.strip():
+        _fail("the task is empty")
+    _setup_logging(verbose)
+    raise typer.Exit(_run_headless(task, output_format.value, workspace, flags))
+
+
+def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[str, object]) -> int:
+    import asyncio
+    import signal
+
+    from kimicode.agent.setup import create_agent
+    from kimicode.config import ConfigError, load_settings
+    from kimicode.headless import EXIT_USAGE, run_task
+
+    try:
+        settings = load_settings(workspace, flags)
+        agent = create_agent(settings, workspace, default_mode="auto")
+    except ConfigError as exc:
+        print(f"kimicode: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.cancel)
+        try:
+            return await run_task(agent, task, output_format)  # type: ignore[arg-type]
+        finally:
+            await agent.backend.aclose()
+
+    return asyncio.run(main())
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str) -> None:
+    print(f"kimicode: {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    app()

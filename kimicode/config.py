@@ -1,0 +1,242 @@
+"""Layered configuration: flags > env > project > user > built-in defaults.
+
+Each TOML layer is validated on its own first, so an error names the file, the
+line and the key that is wrong; then the layers are merged and validated again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kimicode.backends.base import ModelInfo
+
+ApprovalMode = Literal["ask", "auto-edit", "auto", "yolo", "plan"]
+
+ENV_VARS = {
+    "KIMICODE_PROVIDER": "provider",
+    "KIMICODE_BASE_URL": "base_url",
+    "KIMICODE_MODEL": "model",
+    "KIMICODE_API_KEY": "api_key",
+    "KIMICODE_APPROVAL_MODE": "approval_mode",
+}
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message is meant for the user as it is."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrySettings(_Strict):
+    max_attempts: int = Field(6, ge=1, description="Model calls tried per step before giving up.")
+    base_delay: float = Field(1.0, ge=0, description="First backoff delay in seconds; doubles each retry.")
+    max_delay: float = Field(60.0, ge=0, description="Cap on one backoff delay (and on Retry-After).")
+
+
+class ProviderSettings(_Strict):
+    base_url: str = Field(description="OpenAI-compatible endpoint, ending in /v1.")
+    api_key_env: str | None = Field(None, description="Environment variable holding this provider's key.")
+    model: str | None = Field(None, description="Model used with this provider when none is chosen.")
+
+
+class ModelSettings(_Strict):
+    context_window: int = Field(131_072, gt=0, description="Tokens the model accepts in total.")
+    max_output: int = Field(16_384, gt=0, description="Most tokens one reply may produce.")
+    temperature: float = Field(0.6, ge=0, le=2, description="0.6 for instruct, 1.0 for thinking models.")
+    reasoning: bool = Field(False, description="Returns reasoning_content (thinking models).")
+    input_price: float = Field(0.0, ge=0, description="USD per million uncached input tokens.")
+    cached_input_price: float = Field(0.0, ge=0, description="USD per million cache-hit input tokens.")
+    output_price: float = Field(0.0, ge=0, description="USD per million output tokens.")
+
+
+class PermissionSettings(_Strict):
+    allow: list[str] = Field(default_factory=list, description='Rules always allowed, e.g. "shell:pytest".')
+    deny: list[str] = Field(default_factory=list, description="Rules always refused, same syntax.")
+
+
+class Settings(_Strict):
+    provider: str = Field("moonshot", description="A name from [providers], or 'custom' with base_url.")
+    base_url: str | None = Field(None, description="Overrides the provider's endpoint.")
+    api_key: str | None = Field(None, description="API key; prefer the provider's environment variable.")
+    model: str | None = Field(None, description="Model id; defaults to the provider's model.")
+    approval_mode: ApprovalMode | None = Field(None, description="ask (interactive default) | auto-edit | auto (headless default) | yolo | plan.")
+    max_steps: int = Field(100, ge=1, description="Most model calls in one task.")
+    max_cost: float | None = Field(None, gt=0, description="Stop once the task has cost this many USD.")
+    timeout: float | None = Field(None, gt=0, description="Stop a task after this many seconds.")
+    shell_timeout: float = Field(120.0, gt=0, le=3600, description="Default timeout of one shell command (s).")
+    request_timeout: float = Field(300.0, gt=0, description="Timeout of one model request (s).")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    permissions: PermissionSettings = Field(default_factory=PermissionSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to reach the model, resolved from the settings."""
+
+    provider: str
+    base_url: str
+    api_key: str
+    model: ModelInfo
+
+
+def user_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "kimicode" / "config.toml"
+
+
+def project_config_path(workspace: Path) -> Path:
+    return workspace / ".kimicode" / "config.toml"
+
+
+def load_settings(
+    workspace: Path,
+    flags: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Merge every layer; raise ConfigError naming the file, line and key at fault."""
+    env = os.environ if env is None else env
+    layers: list[tuple[str, dict[str, Any]]] = [("built-in defaults", _read_defaults())]
+    for path in (user_config_path(), project_config_path(workspace)):
+        if path.is_file():
+            layers.append((str(path), _read_toml(path)))
+    layers.append(("environment", {key: env[var] for var, key in ENV_VARS.items() if env.get(var)}))
+    layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
+
+    merged: dict[str, Any] = {}
+    for source, data in layers:
+        _validate_layer(source, data)
+        merged = _deep_merge(merged, data)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:  # layers were fine alone; the mix is not
+        raise ConfigError(f"invalid configuration: {_describe(exc.errors()[0])}") from None
+
+
+def resolve_endpoint(settings: Settings, env: dict[str, str] | None = None) -> Endpoint:
+    env = os.environ if env is None else env
+    provider = settings.providers.get(settings.provider)
+    if provider is None and settings.provider != "custom":
+        known = ", ".join(sorted([*settings.providers, "custom"]))
+        raise ConfigError(f"unknown provider {settings.provider!r}; choose one of: {known}")
+    base_url = settings.base_url or (provider.base_url if provider else None)
+    if not base_url:
+        raise ConfigError("provider 'custom' needs a base_url (--base-url or KIMICODE_BASE_URL)")
+    model_name = settings.model or (provider.model if provider else None)
+    if not model_name:
+        raise ConfigError("no model chosen: pass --model or set KIMICODE_MODEL")
+
+    # A provider's own key is only sent to that provider's endpoint.
+    own_endpoint = provider is not None and base_url.rstrip("/") == provider.base_url.rstrip("/")
+    key = settings.api_key or (env.get(provider.api_key_env or "") if own_endpoint and provider else None)
+    if not key:
+        if own_endpoint and provider is not None:
+            raise ConfigError(
+                f"no API key for {settings.provider}: set {provider.api_key_env} or KIMICODE_API_KEY"
+            )
+        key = "none"  # self-hosted servers (vLLM, SGLang) often need no key
+    return Endpoint(settings.provider, base_url, key, model_info(settings, model_name))
+
+
+def model_info(settings: Settings, name: str) -> ModelInfo:
+    known = settings.models.get(name)
+    if known is None:  # a model we have no table entry for, e.g. on a self-hosted server
+        thinking = "thinking" in name or "k2.5" in name
+        known = ModelSettings(temperature=1.0 if thinking else 0.6, reasoning=thinking)
+    return ModelInfo(
+        name=name,
+        context_window=known.context_window,
+        max_output=known.max_output,
+        temperature=known.temperature,
+        input_price=known.input_price,
+        output_price=known.output_price,
+        cached_input_price=known.cached_input_price,
+        supports_reasoning=known.reasoning,
+    )
+
+
+def _read_defaults() -> dict[str, Any]:
+    return tomllib.loads(resources.files("kimicode").joinpath("defaults.toml").read_text())
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data["__text__"] = text  # for locating keys in error messages; removed before merging
+    return data
+
+
+def _validate_layer(source: str, data: dict[str, Any]) -> None:
+    text = data.pop("__text__", None)
+    try:
+        Settings.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = source
+        if text is not None:
+            line = _find_line(text, [str(p) for p in error["loc"]])
+            where = f"{source}:{line}" if line else source
+        raise ConfigError(f"{where}: {_describe(error)}") from None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown key '{key}'"
+    return f"key '{key}': {error['msg']}"
+
+
+def _find_line(text: str, loc: list[str]) -> int | None:
+    """The line where the key at `loc` is set (best effort: TOML parsers keep no positions)."""
+    table: list[str] = []
+    fallback = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?(\s*#.*)?", line)
+        if header:
+            table = _split_key(header.group(1))
+            if table == loc[: len(table)] and len(table) == len(loc):
+                return number  # the error is about the table itself
+            continue
+        match = re.match(r"""((?:"[^"]*"|'[^']*'|[A-Za-z0-9_.\- ])+?)\s*=""", line)
+        if not match:
+            continue
+        key_path = table + _split_key(match.group(1))
+        if key_path == loc[: len(key_path)]:
+            return number
+        if fallback is None and key_path[-1:] == loc[-1:]:
+            fallback = number
+    return fallback
+
+
+def _split_key(dotted: str) -> list[str]:
+    """`models."kimi-k2.5".temperature` -> ["models", "kimi-k2.5", "temperature"]."""
+    parts = re.findall(r"""\s*("[^"]*"|'[^']*'|[^."']+)\s*""", dotted)
+    return [part.strip().strip("\"'") for part in parts]
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,148 @@
+"""Headless front end: `kimicode --task …` for CI.
+
+Machine output goes to stdout (`text`: the final answer; `json`: one object;
+`stream-json`: one event per line ending with a `result` event); progress goes
+to stderr. Nobody can answer approvals here, so requests are denied with a note
+the model can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from kimicode.agent.loop import Agent
+from kimicode.events import (
+    Approval,
+    ApprovalRequested,
+    Decision,
+    ErrorEvent,
+    Event,
+    Retrying,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnFinished,
+    event_to_json,
+)
+from kimicode.workspace import Workspace
+
+OutputFormat = Literal["text", "json", "stream-json"]
+
+EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE, EXIT_BUDGET, EXIT_CANCELLED, EXIT_BACKEND = 0, 1, 2, 3, 130, 75
+
+_BUDGET_STOPS = {"max_steps", "max_cost", "timeout"}
+
+
+async def run_task(
+    agent: Agent,
+    task: str,
+    output_format: OutputFormat,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Run `task` to the end; write the result; return the process exit code."""
+    workspace: Workspace = agent.ctx.workspace
+    before = _snapshot(workspace)
+    started = time.monotonic()
+    finished: TurnFinished | None = None
+    error: ErrorEvent | None = None
+    async for event in agent.run(task):
+        if isinstance(event, ApprovalRequested):
+            event.reply.set_result(Approval(Decision.DENY, _NO_APPROVALS))
+        if output_format == "stream-json":
+            _write_line(out, event_to_json(event))
+        else:
+            _progress(err, event)
+        if isinstance(event, ErrorEvent):
+            error = event
+        if isinstance(event, TurnFinished):
+            finished = event
+    assert finished is not None
+    status, code = _status(finished, error)
+    changed = sorted(
+        {workspace.relative(p) for p in agent.ctx.changed_files if p.exists() or p in before}
+        | _changed_paths(before, _snapshot(workspace), workspace)
+    )
+    result = {
+        "type": "result",
+        "status": status,
+        "stop_reason": finished.stop_reason,
+        "result": finished.result,
+        "session_id": agent.session.id if agent.session else None,
+        "model": agent.backend.info.name,
+        "num_steps": agent.steps,
+        "duration_s": round(time.monotonic() - started, 3),
+        "usage": {
+            "prompt_tokens": agent.usage.prompt_tokens,
+            "completion_tokens": agent.usage.completion_tokens,
+            "cached_tokens": agent.usage.cached_tokens,
+        },
+        "cost_usd": round(agent.cost_usd, 6),
+        "files_changed": changed,
+    }
+    if output_format == "text":
+        stream = out if status == "success" else err
+        stream.write(finished.result.rstrip("\n") + "\n")
+        stream.flush()
+    else:
+        _write_line(out, result)
+    return code
+
+
+_NO_APPROVALS = (
+    "this is a non-interactive run, so nobody can approve it. Find another way, or tell the user "
+    "to rerun with --approval-mode yolo or to allow it in .kimicode/config.toml [permissions] allow."
+)
+
+
+def _status(finished: TurnFinished, error: ErrorEvent | None) -> tuple[str, int]:
+    reason = finished.stop_reason
+    if reason == "end_turn":
+        return "success", EXIT_SUCCESS
+    if reason in _BUDGET_STOPS:
+        return "budget_exceeded", EXIT_BUDGET
+    if reason == "cancelled":
+        return "cancelled", EXIT_CANCELLED
+    kind = error.kind if error else ""
+    return "error", {"config": EXIT_USAGE, "exhausted": EXIT_BACKEND}.get(kind, EXIT_FAILURE)
+
+
+def _write_line(out: TextIO, data: dict[str, Any]) -> None:
+    out.write(json.dumps(data, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def _progress(err: TextIO, event: Event) -> None:
+    """One short stderr line per notable event, for humans watching a CI log."""
+    match event:
+        case ToolCallStarted(title=title):
+            line = f"→ {title}"
+        case ToolCallFinished(is_error=True, output=output):
+            line = f"  ✗ {output.splitlines()[0] if output else 'failed'}"
+        case Retrying(attempt=attempt, delay=delay, reason=reason):
+            line = f"  model call failed ({reason}); retry {attempt} in {delay:.1f} s"
+        case ErrorEvent(message=message):
+            line = f"error: {message}"
+        case _:
+            return
+    err.write(line[:300] + "\n")
+    err.flush()
+
+
+def _snapshot(workspace: Workspace) -> dict[Path, tuple[int, int]]:
+    stamps = {}
+    for path in workspace.iter_files():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        stamps[path] = (st.st_mtime_ns, st.st_size)
+    return stamps
+
+
+def _changed_paths(before: dict[Path, tuple[int, int]], after: dict[Path, tuple[int, int]], ws: Workspace) -> set[str]:
+    """Files created, deleted or modified between two snapshots (shell side effects too)."""
+    return {ws.relative(p) for p in before.keys() | after.keys() if before.get(p) != after.get(p)}

@@ -1,0 +1,119 @@
+"""The workspace guard: every file path a tool touches is resolved here.
+
+Paths are resolved to real paths (symlinks followed) and must stay under the
+workspace root; `..`, absolute paths and symlinks that leave it are refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pathspec
+
+# Paths a tool may not write even inside the workspace: git internals run hooks.
+_PROTECTED_DIRS = (".git",)
+
+
+class PathError(Exception):
+    """A path the workspace refuses; the message is written for the model."""
+
+
+class Workspace:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(os.path.realpath(root))
+        if not self.root.is_dir():
+            raise PathError(f"workspace {root} is not a directory")
+
+    def resolve(self, path: str, *, for_write: bool = False) -> Path:
+        """The real path for `path` (relative to the root, or absolute inside it)."""
+        if not path or "\0" in path:
+            raise PathError(f"invalid path {path!r}")
+        candidate = Path(os.path.expanduser(path))
+        if not candidate.is_absolute():
+            candidate = self.root / candidate
+        real = Path(os.path.realpath(candidate))
+        if real != self.root and self.root not in real.parents:
+            via_link = Path(os.path.normpath(candidate)) != real
+            why = "it resolves through a symlink to" if via_link else "it is"
+            raise PathError(
+                f"{path} is outside the workspace ({why} {real}); only paths under {self.root} are allowed"
+            )
+        if for_write and self.relative(real).split("/", 1)[0] in _PROTECTED_DIRS:
+            raise PathError(f"{path} is inside .git; edit files in the work tree instead")
+        return real
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to the root, with forward slashes ("." for the root)."""
+        rel = path.relative_to(self.root).as_posix()
+        return rel or "."
+
+    def iter_files(self, start: Path | None = None, *, include_ignored: bool = False) -> Iterator[Path]:
+        """Files under `start` (default: the root) in sorted order, skipping `.git` and,
+        unless asked, anything .gitignore / .git/info/exclude ignore."""
+        start = start or self.root
+        if start.is_file():
+            yield start
+            return
+        for dirpath, dirnames, filenames in self._walk(start, include_ignored):
+            for name in filenames:
+                yield dirpath / name
+
+    def _walk(self, start: Path, include_ignored: bool) -> Iterator[tuple[Path, list[str], list[str]]]:
+        rules = [] if include_ignored else self._ignore_rules_above(start)
+        yield from self._walk_dir(start, rules, include_ignored)
+
+    def _walk_dir(self, directory: Path, rules: list[tuple[Path, pathspec.PathSpec]], include_ignored: bool):
+        if not include_ignored:
+            local = _load_ignore(directory / ".gitignore")
+            if local is not None:
+                rules = [*rules, (directory, local)]
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            return
+        dirs, files = [], []
+        for entry in entries:
+            if entry.name == ".git":
+                continue
+            is_dir = entry.is_dir(follow_symlinks=False)
+            path = Path(entry.path)
+            if rules and _ignored(path, is_dir, rules):
+                continue
+            (dirs if is_dir else files).append(entry.name)
+        yield directory, dirs, files
+        for name in dirs:
+            yield from self._walk_dir(directory / name, rules, include_ignored)
+
+    def _ignore_rules_above(self, start: Path) -> list[tuple[Path, pathspec.PathSpec]]:
+        rules = []
+        exclude = _load_ignore(self.root / ".git" / "info" / "exclude")
+        if exclude is not None:
+            rules.append((self.root, exclude))
+        directory = self.root
+        for part in start.relative_to(self.root).parts:
+            spec = _load_ignore(directory / ".gitignore")
+            if spec is not None:
+                rules.append((directory, spec))
+            directory = directory / part
+        return rules
+
+
+def _load_ignore(path: Path) -> pathspec.PathSpec | None:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _ignored(path: Path, is_dir: bool, rules: list[tuple[Path, pathspec.PathSpec]]) -> bool:
+    # The last matching rule wins across nested .gitignore files, as in git.
+    verdict = False
+    for base, spec in rules:
+        rel = path.relative_to(base).as_posix() + ("/" if is_dir else "")
+        result = spec.check_file(rel)
+        if result.include is not None:
+            verdict = result.include
+    return verdict
