@@ -56,11 +56,13 @@ class Workspace:
         if start.is_file():
             yield start
             return
-        for dirpath, dirnames, filenames in self._walk(start, include_ignored):
+        for dirpath, dirnames, filenames in self.walk(start, include_ignored=include_ignored):
             for name in filenames:
                 yield dirpath / name
 
-    def _walk(self, start: Path, include_ignored: bool) -> Iterator[tuple[Path, list[str], list[str]]]:
+    def walk(self, start: Path, *, include_ignored: bool = False) -> Iterator[tuple[Path, list[str], list[str]]]:
+        """Like os.walk (top-down, sorted, `.git` and ignored entries left out): clearing
+        or trimming the yielded `dirs` list stops the walk from descending into them."""
         rules = [] if include_ignored else self._ignore_rules_above(start)
         yield from self._walk_dir(start, rules, include_ignored)
 

@@ -130,14 +130,18 @@ class Tool(Generic[P]):
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Drop pydantic's `title` noise; the model needs names, types and descriptions."""
+    """Inline `$defs` and drop pydantic's `title` noise: a flat schema with names,
+    types and descriptions is what K2 and OpenAI-compatible servers handle best."""
+    definitions = schema.get("$defs", {})
 
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
+            if "$ref" in node:
+                return strip(definitions[node["$ref"].rsplit("/", 1)[-1]])
             return {
                 k: strip(v)
                 for k, v in node.items()
-                if not (k == "title" and isinstance(v, str))
+                if k != "$defs" and not (k == "title" and isinstance(v, str))
             }
         if isinstance(node, list):
             return [strip(v) for v in node]

@@ -1,0 +1,190 @@
+"""`kimicode --task` as CI runs it: a real subprocess, no TTY, against the fake server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.processes import gone
+from tests.fakes.openai_server import Fault, Reply, ToolCall
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "project"
+    (root / ".kimicode").mkdir(parents=True)
+    (root / ".kimicode" / "config.toml").write_text("[retry]\nmax_attempts = 2\nbase_delay = 0.01\n")
+    (root / "app.py").write_text("VALUE = 1\n")
+    return root
+
+
+def cli_env(server, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KIMICODE_", "MOONSHOT_", "OPENROUTER_"))}
+    env.update(KIMICODE_PROVIDER="custom", KIMICODE_BASE_URL=server.base_url, KIMICODE_MODEL="kimi-k2-0905-preview")
+    env.update(extra)
+    return env
+
+
+def kimicode(server, cwd, *args, stdin=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "kimicode", *args],
+        cwd=cwd, env=env or cli_env(server), input=stdin, capture_output=True, text=True, timeout=60,
+    )
+
+
+def edit_script():
+    return [
+        Reply(text="Let me look.", tool_calls=[ToolCall("read_file", {"path": "app.py"})], usage=(1000, 10, 0)),
+        Reply(tool_calls=[
+            ToolCall("edit_file", {"path": "app.py", "old_string": "VALUE = 1", "new_string": "VALUE = 2"}),
+            ToolCall("shell", {"command": "echo generated | tee out.txt && rm -f stale.txt"}),
+        ], usage=(1200, 20, 1000)),
+        Reply(text="VALUE is now 2.", usage=(1300, 5, 1200)),
+    ]
+
+
+def test_text_output_is_the_answer_and_progress_goes_to_stderr(fake_openai, project):
+    fake_openai.script(*edit_script())
+    proc = kimicode(fake_openai, project, "--task", "bump VALUE")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "VALUE is now 2.\n"
+    assert "→ Read app.py" in proc.stderr and "Traceback" not in proc.stderr
+    assert (project / "app.py").read_text() == "VALUE = 2\n"
+
+
+def test_json_result_reports_steps_usage_cost_and_changed_files(fake_openai, project):
+    (project / "stale.txt").write_text("old")
+    fake_openai.script(*edit_script())
+    proc = kimicode(fake_openai, project, "--task", "bump VALUE", "--output-format", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # exactly one JSON document on stdout
+    assert result["type"] == "result" and result["status"] == "success"
+    assert result["result"] == "VALUE is now 2."
+    assert result["num_steps"] == 3
+    assert result["usage"] == {"prompt_tokens": 3500, "completion_tokens": 35, "cached_tokens": 2200}
+    # kimi-k2-0905-preview prices from the built-in models table: $0.60 in, $0.15 cached, $2.50 out.
+    assert result["cost_usd"] == pytest.approx((1300 * 0.60 + 2200 * 0.15 + 35 * 2.50) / 1e6, abs=1e-6)
+    assert result["files_changed"] == ["app.py", "out.txt", "stale.txt"]
+    transcript = Path(os.environ["XDG_DATA_HOME"]) / "kimicode" / "sessions" / f"{result['session_id']}.jsonl"
+    records = [json.loads(line) for line in transcript.read_text().splitlines()]
+    assert records[0]["type"] == "meta" and records[0]["cwd"] == str(project)
+    assert [r["message"]["role"] for r in records if r["type"] == "message"] == [
+        "system", "user", "assistant", "tool", "assistant", "tool", "tool", "assistant"]
+
+
+def test_stream_json_is_one_event_per_line_ending_with_result(fake_openai, project):
+    fake_openai.script(*edit_script())
+    proc = kimicode(fake_openai, project, "--task", "bump VALUE", "-o", "stream-json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    types = [line["type"] for line in lines]
+    assert types[0] == "turn_started" and types[-2] == "turn_finished" and types[-1] == "result"
+    assert {"text_delta", "tool_call_started", "tool_call_finished", "tool_output", "usage"} <= set(types)
+    edit = next(line for line in lines if line["type"] == "tool_call_finished" and line["tool"] == "edit_file")
+    assert "-VALUE = 1" in edit["display"]["diff"]
+    assert lines[-1]["status"] == "success" and lines[-1]["files_changed"] == ["app.py", "out.txt"]
+
+
+def test_task_from_stdin(fake_openai, project):
+    fake_openai.script(Reply(text="read it"))
+    proc = kimicode(fake_openai, project, "--task", "-", stdin="explain app.py\n")
+    assert proc.returncode == 0, proc.stderr
+    assert fake_openai.requests[0]["messages"][-1] == {"role": "user", "content": "explain app.py\n"}
+
+
+def test_destructive_commands_are_refused_without_a_human(fake_openai, project):
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": "git push origin main"})]),
+                       Reply(text="I could not push."))
+    proc = kimicode(fake_openai, project, "--task", "push", "-o", "json")
+    assert proc.returncode == 0
+    refusal = fake_openai.requests[1]["messages"][-1]["content"]
+    assert "non-interactive" in refusal and "git push" in refusal
+
+
+def test_budget_exhausted_exits_3(fake_openai, project):
+    fake_openai.responder = lambda body: Reply(tool_calls=[ToolCall("list_dir", {})])
+    proc = kimicode(fake_openai, project, "--task", "loop", "--max-steps", "2", "-o", "json")
+    assert proc.returncode == 3
+    result = json.loads(proc.stdout)
+    assert result["status"] == "budget_exceeded" and result["stop_reason"] == "max_steps"
+    assert result["num_steps"] == 2
+
+
+def test_backend_still_failing_after_retries_exits_75(fake_openai, project):
+    fake_openai.script(Fault(503), Fault(503))
+    proc = kimicode(fake_openai, project, "--task", "hi", "-o", "json")
+    assert proc.returncode == 75
+    result = json.loads(proc.stdout)
+    assert result["status"] == "error" and "after 2 attempts" in result["result"]
+    assert "retry 1" in proc.stderr
+
+
+def test_rejected_request_exits_1_and_refused_key_exits_2(fake_openai, project):
+    fake_openai.script(Fault(400))
+    assert kimicode(fake_openai, project, "--task", "hi").returncode == 1
+    fake_openai.script(Fault(401))
+    proc = kimicode(fake_openai, project, "--task", "hi")
+    assert proc.returncode == 2 and "API key" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("max_steps = 'many'\n", "config.toml:1: key 'max_steps'"),
+        ("[retry]\nmax_attempts = 2\nbase_dealy = 1\n", "config.toml:3: unknown key 'retry.base_dealy'"),
+        ("model = \"unterminated\n", "config.toml: invalid TOML"),
+    ],
+)
+def test_bad_config_names_file_line_and_key(fake_openai, project, config, message):
+    (project / ".kimicode" / "config.toml").write_text(config)
+    proc = kimicode(fake_openai, project, "--task", "hi")
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert fake_openai.requests == []
+
+
+def test_missing_api_key_for_a_named_provider_exits_2(fake_openai, project):
+    env = cli_env(fake_openai, KIMICODE_PROVIDER="moonshot")
+    del env["KIMICODE_BASE_URL"]
+    proc = kimicode(fake_openai, project, "--task", "hi", env=env)
+    assert proc.returncode == 2 and "MOONSHOT_API_KEY" in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--task", "   "], ["--task", "x", "--output-format", "yaml"],
+                                  ["--task", "x", "--yolo", "--approval-mode", "ask"], ["--task", "x", "--max-steps", "0"]])
+def test_usage_errors_exit_2(fake_openai, project, args):
+    proc = kimicode(fake_openai, project, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigint_cancels_kills_children_and_reports(fake_openai, project):
+    pid_file = project / "child.pid"
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": "sleep 60 & echo $! > child.pid; wait"})]))
+    proc = subprocess.Popen([sys.executable, "-m", "kimicode", "--task", "wait", "-o", "json"], cwd=project,
+                            env=cli_env(fake_openai), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert json.loads(out)["status"] == "cancelled"
+    assert gone(int(pid_file.read_text()))
+
+
+def test_help_is_fast_to_load():
+    code = (
+        "import sys; sys.argv = ['kimicode', '--help']\n"
+        "from kimicode.cli import app\n"
+        "try:\n    app()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'textual', 'openai', 'pydantic', 'httpx2') if m in sys.modules), file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "--task" in proc.stdout
+    assert proc.stderr.strip() == "[]"
