@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from kimicode.backends.base import (
     BackendError,
@@ -91,8 +92,8 @@ class OpenAICompatBackend:
     async def aclose(self) -> None:
         await self._client.close()
 
-    def _request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
+    def _request_body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "model": self.info.name,
             "messages": normalize_history(request.messages),
             "stream": True,
@@ -101,15 +102,24 @@ class OpenAICompatBackend:
             "max_tokens": request.max_tokens or self.info.max_output,
         }
         if request.tools:
-            kwargs["tools"] = request.tools
-            kwargs["tool_choice"] = "auto"
-        return kwargs
+            body["tools"] = request.tools
+            body["tool_choice"] = "auto"
+        return body
 
     async def _attempt(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         declared = {t["function"]["name"] for t in request.tools}
         assembler = _StreamAssembler(declared)
         try:
-            stream = await self._client.chat.completions.create(**self._request_kwargs(request))
+            # `post` rather than `chat.completions.create`: the SDK's typed transform of the
+            # body walks every message on every call (~25 ms per step at 400 messages).
+            stream = await self._client.post(
+                "/chat/completions",
+                body=self._request_body(request),
+                options={"security": {"bearer_auth": True}},
+                cast_to=ChatCompletion,
+                stream=True,
+                stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            )
             async with stream:
                 async for chunk in stream:
                     for event in assembler.feed(chunk):

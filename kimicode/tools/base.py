@@ -153,6 +153,7 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
 class ToolRegistry:
     def __init__(self, tools: list[Tool[Any]]):
         self._tools = {tool.name: tool for tool in tools}
+        self._schemas = [tool.schema() for tool in tools]  # built once: pydantic's schema walk is slow
 
     def __contains__(self, name: str) -> bool:
         return name in self._tools
@@ -165,4 +166,4 @@ class ToolRegistry:
         return list(self._tools)
 
     def schemas(self) -> list[dict[str, Any]]:
-        return [tool.schema() for tool in self._tools.values()]
+        return self._schemas

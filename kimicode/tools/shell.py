@@ -194,10 +194,13 @@ async def stop_process_group(process: asyncio.subprocess.Process) -> None:
 
 
 async def _poll(condition: Callable[[], bool], timeout: float) -> None:
-    """Check `condition` every POLL_S until it holds or `timeout` seconds pass."""
+    """Check `condition` until it holds or `timeout` seconds pass: every millisecond at
+    first, backing off to every POLL_S, so quick commands return quickly."""
     deadline = asyncio.get_running_loop().time() + timeout
+    delay = 0.001
     while not condition() and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, POLL_S)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -18,6 +18,7 @@ outside, other expansions as unknown.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import tempfile
@@ -95,7 +96,7 @@ _FD_FILE = re.compile(r"/dev/fd/\d+|/proc/self/fd/\d+")
 _HOME = re.compile(r"~|\$HOME\b|\$\{HOME\}")
 _TMPDIR = re.compile(r"\$TMPDIR\b|\$\{TMPDIR\}")
 _BLOCK_DEVICE = re.compile(r"/dev/(sd|hd|vd|xvd|nvme|mmcblk|disk|dm-|md|loop|sr)")
-_GLOB = re.compile(r"[*?[]")
+_GLOB = re.compile(r"[*?]|\[[^\]]+\]")
 _MAX_CWDS = 32
 
 
@@ -125,6 +126,8 @@ class _Context:
             return {_Place.SCRATCH}
         if _HOME.match(path):
             return {_Place.OUTSIDE}
+        if any(_may_match_parent(part) for part in path.split("/")):
+            return {_Place.AROUND}
         if _TMPDIR.match(path):
             path = _TMPDIR.sub(lambda _: tempfile.gettempdir(), path, count=1)
         if "$" in path or "`" in path:
@@ -176,6 +179,11 @@ def _scratch_dirs(workspace: Path) -> tuple[tuple[Path, Path | None], ...]:
     return tuple(
         (root, root / workspace.relative_to(root).parts[0] if root in workspace.parents else None) for root in roots
     )
+
+
+def _may_match_parent(part: str) -> bool:
+    """`.*` or `.?` may match `..` (older bash, or with dotglob)."""
+    return part.startswith(".") and bool(_GLOB.search(part)) and fnmatch.fnmatchcase("..", part)
 
 
 def _glob_free_parent(path: Path) -> Path:
@@ -314,6 +322,8 @@ def _program_risk(cmd: SimpleCommand, ctx: _Context) -> Assessment:
     name, args = command_name(cmd), list(cmd.words[1:])
     if "$" in cmd.words[0] or "`" in cmd.words[0]:
         return Assessment("destructive", f"the program {cmd.words[0]} is only known at runtime", cmd)
+    if _GLOB.search(cmd.words[0]):
+        return Assessment("destructive", f"the program {cmd.words[0]} is a pattern matched at runtime", cmd)
     if name.startswith("mkfs"):
         return Assessment("forbidden", f"{name} formats a disk", cmd)
     if name in _POWER or (name in ("init", "telinit") and args[:1] in (["0"], ["6"])):
@@ -522,7 +532,7 @@ def _find(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Asse
 
 
 def _wrapper(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
-    """`env`, `nohup`, `timeout`, `sudo`, ...: at least as risky as what they run."""
+    """`env`, `sudo`, `xargs`, `eval`, `trap`, ...: at least as risky as what they run."""
     inner = inner_commands(cmd, recursive=False)
     own = None
     if name in ("sudo", "doas"):
@@ -550,9 +560,11 @@ def _shell(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Ass
     return _worst(risks) or Assessment("read_only", f"{name} -c runs no command", cmd)
 
 
-def _eval(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
-    risks = [_assess(inner_cmd, ctx) for inner_cmd in inner_commands(cmd, recursive=False)]
-    return _worst(risks) or Assessment("read_only", "eval runs no command", cmd)
+def _source(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
+    script = args[0] if args else ""
+    if script.startswith(("<(", "/dev/fd/", "/dev/stdin")):
+        return Assessment("destructive", f"{name} runs code produced by another command", cmd)
+    return Assessment("normal", f"{name} runs the script {script}", cmd)
 
 
 # ---- version control, packages, containers
@@ -699,10 +711,13 @@ _CHECKERS = {
     "sed": _sed,
     "dd": _dd,
     "find": _find,
+    # everything split_commands looks through, so each is as risky as what it runs
     **dict.fromkeys(("env", "nohup", "time", "nice", "timeout", "command", "exec", "xargs", "sudo", "doas",
-                     "stdbuf"), _wrapper),
+                     "stdbuf", "builtin", "setsid", "unbuffer", "ionice", "taskset", "chroot", "flock", "strace",
+                     "ltrace", "valgrind", "eval", "trap", "watch"), _wrapper),
     **dict.fromkeys(("sh", "bash", "zsh", "dash", "ksh", "ash", "mksh"), _shell),
-    "eval": _eval,
+    "source": _source,
+    ".": _source,
     "git": _git,
     **dict.fromkeys(("npm", "yarn", "pnpm", "cargo", "poetry", "twine", "gem", "uv", "docker", "podman", "pip"),
                     _package_or_container),

@@ -86,7 +86,8 @@ _OPERATORS = sorted(
 )
 _REDIRECT_OP = re.compile(r"(?:\d+|\{[A-Za-z_]\w*\})?(?:<<<|<<-|<<|<>|<&|<|>>|>&|>\||>|&>>|&>)")
 _FD_PREFIX = re.compile(r"\d+|\{[A-Za-z_]\w*\}")
-_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*(?:\[[^\]]*\])?\+?=")
+_SUBSCRIPT_START = re.compile(r"[A-Za-z_]\w*\[")
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*(?:\[(?:[^][]|\[[^]]*\])*\])?\+?=")
 _ANSI_C_ESCAPE = re.compile(
     r"\\(?:([abeEfnrtv\\'\"?])|([0-7]{1,3})|x([0-9a-fA-F]{1,2})|u([0-9a-fA-F]{1,4})|U([0-9a-fA-F]{1,8})|c(.))",
     re.DOTALL,
@@ -109,19 +110,27 @@ _NEWLINE = _Op("\n")
 
 @dataclass(slots=True)
 class _Word:
-    value: str = ""  # after quote removal
-    quoted: bool = False  # any quoting: a quoted `if` is no keyword, a quoted heredoc delimiter no expansion
-    raw: str = ""
-    commands: list[SimpleCommand] = field(default_factory=list)  # from substitutions inside it
+    value: str  # after quote removal
+    fields: list[str]  # after brace expansion too: what it contributes to a command's words
+    quoted: bool  # any quoting: a quoted `if` is no keyword, a quoted heredoc delimiter no expansion
+    raw: str
+    commands: list[SimpleCommand]  # from substitutions inside it
 
 
 class _WordBuilder:
-    """Collects a word's characters and the commands its substitutions run."""
+    """Collects a word's text, which characters are unquoted (only those take
+    part in brace expansion), and the commands its substitutions run."""
 
     def __init__(self) -> None:
-        self.chars: list[str] = []
+        self.chars: list[tuple[str, bool]] = []  # (character, unquoted)
         self.quoted = False
         self.commands: list[SimpleCommand] = []
+
+    def add(self, text: str, *, unquoted: bool = False) -> None:
+        self.chars += [(char, unquoted) for char in text]
+
+    def text(self) -> str:
+        return "".join(char for char, _ in self.chars)
 
 
 @dataclass(slots=True)
@@ -204,7 +213,8 @@ class _Parser:
         return isinstance(token, _Op) and token != _EOF and token.value in values
 
     def _is_keyword(self, token: _Op | _Word, *values: str) -> bool:
-        return isinstance(token, _Word) and not token.quoted and token.value in values
+        # Only the bare word is a keyword: not `\if`, `"if"` or `$()if`.
+        return isinstance(token, _Word) and token.raw in values
 
     def _expect_keyword(self, keyword: str, construct: str) -> None:
         token = self._next()
@@ -440,7 +450,7 @@ class _Parser:
         redirects: list[Redirect] = []
         assignments: list[str] = []
         found: list[SimpleCommand] = []  # substitutions' commands, emitted after this one
-        assigning = not words
+        assigning = True  # `time x=1 cmd` assigns too
         while True:
             token = self._peek()
             if isinstance(token, _Word):
@@ -450,7 +460,7 @@ class _Parser:
                     assignments.append(token.value)
                     continue
                 assigning = False
-                words.append(token.value)
+                words.extend(token.fields)
                 if len(words) == 1 and self._is_op(self._peek(), "("):
                     self._next()
                     self._expect_op(")", "a function definition")
@@ -606,7 +616,12 @@ class _Parser:
         raw = self.text[start : self.pos]
         if not builder.quoted and _FD_PREFIX.fullmatch(raw) and self._at_redirect():
             return _Op(raw + self._read_operator().value)  # `2>`, `{fd}>&`
-        return _Word("".join(builder.chars), builder.quoted, raw, builder.commands)
+        if _SUBSCRIPT_START.match(raw) and not _closes_subscript(builder.chars):
+            # Where an assignment may stand, bash reads `name[` on to the
+            # matching `]`, blanks and all; elsewhere it does not.
+            raise ShellSyntaxError(f"cannot tell where the word starting {raw!r} ends")
+        fields = _expand_braces(builder.chars) if builder.chars or not builder.quoted else [""]
+        return _Word(builder.text(), fields, builder.quoted, raw, builder.commands)
 
     def _at_redirect(self) -> bool:
         return self.pos < len(self.text) and self.text[self.pos] in "<>" and not self._at_process_substitution()
@@ -619,14 +634,14 @@ class _Parser:
                 self.pos += 2  # line continuation
                 return
             builder.quoted = True
-            builder.chars.append(text[self.pos + 1 : self.pos + 2] or "\\")
+            builder.add(text[self.pos + 1 : self.pos + 2] or "\\")
             self.pos += 2
         elif char == "'":
             end = text.find("'", self.pos + 1)
             if end == -1:
                 raise ShellSyntaxError("unterminated single quote")
             builder.quoted = True
-            builder.chars.append(text[self.pos + 1 : end])
+            builder.add(text[self.pos + 1 : end])
             self.pos = end + 1
         elif char == '"':
             builder.quoted = True
@@ -637,7 +652,7 @@ class _Parser:
         elif char == "`":
             self._read_backticks(builder, in_double_quotes=False)
         else:
-            builder.chars.append(char)
+            builder.add(char, unquoted=True)
             self.pos += 1
 
     def _read_double_quoted(self, builder: _WordBuilder) -> None:
@@ -652,16 +667,16 @@ class _Parser:
             if char == "\\":
                 escaped = text[self.pos + 1 : self.pos + 2]
                 if escaped in ("$", "`", '"', "\\"):
-                    builder.chars.append(escaped)
+                    builder.add(escaped)
                 elif escaped != "\n":  # backslash-newline is a continuation
-                    builder.chars.append("\\" + escaped)
+                    builder.add("\\" + escaped)
                 self.pos += 2
             elif char == "$":
                 self._read_dollar(builder, in_double_quotes=True)
             elif char == "`":
                 self._read_backticks(builder, in_double_quotes=True)
             else:
-                builder.chars.append(char)
+                builder.add(char)
                 self.pos += 1
 
     def _read_dollar(self, builder: _WordBuilder, *, in_double_quotes: bool) -> None:
@@ -685,13 +700,15 @@ class _Parser:
             self._read_double_quoted(builder)
         elif after == "(":
             self.pos += 2
+            if self._at_empty_substitution():
+                return  # `$()` expands to nothing: `$()rm` runs rm
             builder.commands.extend(self._read_paren_expansion())
-            builder.chars.append(text[start : self.pos])
+            builder.add(text[start : self.pos])
         elif after == "{":
             self._read_braced_parameter(builder)
-            builder.chars.append(text[start : self.pos])
+            builder.add(text[start : self.pos])
         else:
-            builder.chars.append("$")
+            builder.add("$", unquoted=not in_double_quotes)
             self.pos += 1
 
     def _read_paren_expansion(self) -> list[SimpleCommand]:
@@ -708,8 +725,24 @@ class _Parser:
     def _read_process_substitution(self, builder: _WordBuilder) -> None:
         start = self.pos
         self.pos += 2
+        if self._at_empty_substitution():
+            return  # like `$()`, an empty `<()` expands to nothing
         builder.commands.extend(self._parse_nested(")", f"{self.text[start]}( )"))
-        builder.chars.append(self.text[start : self.pos])
+        builder.add(self.text[start : self.pos])
+
+    def _at_empty_substitution(self) -> bool:
+        """Skip the `)` of a substitution with nothing but blanks and comments in it."""
+        saved = self.pos
+        while True:
+            self._skip_blanks_and_comments()
+            if not self.text.startswith("\n", self.pos):
+                break
+            self.pos += 1
+        if self.text.startswith(")", self.pos):
+            self.pos += 1
+            return True
+        self.pos = saved
+        return False
 
     def _read_array_assignment(self, builder: _WordBuilder) -> None:
         """`name=(a b $(c))`: the parenthesised words belong to the assignment."""
@@ -724,7 +757,7 @@ class _Parser:
             if not isinstance(token, _Word):
                 raise ShellSyntaxError(f"unexpected {_describe(token)} in an array assignment")
             builder.commands.extend(token.commands)
-        builder.chars.append(self.text[start : self.pos])
+        builder.add(self.text[start : self.pos])
 
     def _read_braced_parameter(self, builder: _WordBuilder) -> None:
         """`${...}`, with nested braces, quotes and substitutions (`${x:-$(y)}`)."""
@@ -757,10 +790,10 @@ class _Parser:
                 return
             match = _ANSI_C_ESCAPE.match(text, self.pos) if char == "\\" else None
             if match:
-                builder.chars.append(_decode_ansi_c(match))
+                builder.add(_decode_ansi_c(match))
                 self.pos = match.end()
             else:
-                builder.chars.append(text[self.pos : self.pos + 2] if char == "\\" else char)
+                builder.add(text[self.pos : self.pos + 2] if char == "\\" else char)
                 self.pos += 2 if char == "\\" else 1
 
     def _read_backticks(self, builder: _WordBuilder, *, in_double_quotes: bool) -> None:
@@ -783,7 +816,7 @@ class _Parser:
                 inner.append(char)
                 self.pos += 1
         builder.commands.extend(_Parser("".join(inner), self.depth + 1).parse())
-        builder.chars.append(text[start : self.pos])
+        builder.add(text[start : self.pos])
 
     def _scan_arithmetic(self) -> list[SimpleCommand]:
         """After `((` or `$((`: skip to the closing `))`, keeping substitutions.
@@ -832,6 +865,90 @@ class _Parser:
         if depth:
             raise ShellSyntaxError("unbalanced parentheses in a [[ =~ ]] pattern")
         self.out.extend(inner.commands)
+
+
+# Brace expansion that would make more words than this is refused.
+_MAX_BRACE_WORDS = 256
+_SEQUENCE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([a-zA-Z])\.\.([a-zA-Z])(?:\.\.(-?\d+))?")
+
+
+def _expand_braces(chars: list[tuple[str, bool]]) -> list[str]:
+    """Bash brace expansion on the unquoted parts of a word: `{rm,-rf}` is two
+    words, `f{,.bak}` is `f f.bak`. An empty unquoted word (`$()`) vanishes."""
+    if not chars:
+        return []
+    for start, (char, unquoted) in enumerate(chars):
+        if char != "{" or not unquoted:
+            continue
+        found = _brace_alternatives(chars, start)
+        if found is None:
+            continue
+        end, alternatives = found
+        words: list[str] = []
+        for alternative in alternatives:
+            words += _expand_braces(chars[:start] + alternative + chars[end + 1 :]) or [""]
+            if len(words) > _MAX_BRACE_WORDS:
+                raise ShellSyntaxError("brace expansion makes too many words to analyse")
+        return words
+    return ["".join(char for char, _ in chars)]
+
+
+def _brace_alternatives(
+    chars: list[tuple[str, bool]], start: int
+) -> tuple[int, list[list[tuple[str, bool]]]] | None:
+    """The closing brace and the alternatives of the `{` at `start`, if it
+    opens a valid expansion (`{a,b}` or `{1..3}`)."""
+    depth, commas = 0, []
+    for index in range(start + 1, len(chars)):
+        char, unquoted = chars[index]
+        if not unquoted:
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+        elif char == "}":
+            if commas:
+                bounds = [start, *commas, index]
+                return index, [chars[a + 1 : b] for a, b in zip(bounds, bounds[1:])]
+            inner = chars[start + 1 : index]
+            sequence = _brace_sequence("".join(c for c, _ in inner)) if all(u for _, u in inner) else None
+            return None if sequence is None else (index, [[(c, False) for c in item] for item in sequence])
+        elif char == "," and depth == 0:
+            commas.append(index)
+    return None
+
+
+def _brace_sequence(text: str) -> list[str] | None:
+    """`1..5`, `01..10..2` or `a..e` as a list of items."""
+    match = _SEQUENCE.fullmatch(text)
+    if not match:
+        return None
+    first, last, step, first_letter, last_letter, letter_step = match.groups()
+    if first_letter:
+        first, last, step = str(ord(first_letter)), str(ord(last_letter)), letter_step
+    start, stop, stride = int(first), int(last), abs(int(step or 1)) or 1
+    if abs(stop - start) // stride >= _MAX_BRACE_WORDS:
+        raise ShellSyntaxError("brace expansion makes too many words to analyse")
+    numbers = range(start, stop + (1 if stop >= start else -1), stride if stop >= start else -stride)
+    if first_letter:
+        return [chr(n) for n in numbers]
+    padded = any(len(n.lstrip("-")) > 1 and n.lstrip("-").startswith("0") for n in (first, last))
+    width = max(len(first), len(last)) if padded else 0
+    return [str(n).zfill(width) for n in numbers]
+
+
+def _closes_subscript(chars: list[tuple[str, bool]]) -> bool:
+    """Whether the `[` after the leading name is closed within the word."""
+    depth = 0
+    for char, unquoted in chars:
+        if unquoted and char == "[":
+            depth += 1
+        elif unquoted and char == "]" and depth:
+            depth -= 1
+            if depth == 0:
+                return True
+    return False
 
 
 def _ends_in_continuation(line: str) -> bool:
@@ -887,7 +1004,21 @@ _WRAPPERS = {
                      no_command=_options("-l --list -v --validate -K --remove-timestamp -e --edit")),
     "doas": _Wrapper(_options("-u -C"), no_command=_options("-L")),
     "stdbuf": _Wrapper(_options("-i --input -o --output -e --error")),
+    "builtin": _Wrapper(),
+    "setsid": _Wrapper(),
+    "unbuffer": _Wrapper(),
+    "ionice": _Wrapper(_options("-c --class -n --classdata"), no_command=_options("-p --pid -P --pgid -u --uid")),
+    "taskset": _Wrapper(operands=1, no_command=_options("-p --pid")),
+    "chroot": _Wrapper(_options("--userspec --groups"), operands=1),
+    "flock": _Wrapper(_options("-w --wait --timeout -E --conflict-exit-code"), operands=1,
+                      unsupported=_options("-c --command")),
+    "strace": _Wrapper(_options("-e -o -p -s -u -a -b -E -I -O -P -S -X")),
+    "ltrace": _Wrapper(_options("-e -o -p -s -u -a -A -D -F -l -n -x")),
+    "valgrind": _Wrapper(),
 }  # fmt: skip
+# watch joins its operands and runs them with `sh -c`
+_WATCH = _Wrapper(_options("-n --interval -q --equexit"),
+                  unsupported=_options("-x --exec"))  # fmt: skip
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "mksh"})
 _FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
 
@@ -1007,8 +1138,16 @@ def shell_input(command: SimpleCommand) -> tuple[str, str] | None:
 
 
 def _nested_script(command: SimpleCommand) -> str | None:
-    """The script string of `bash -c STR ...` or `eval ARGS...`."""
-    if command_name(command) == "eval":
-        return " ".join(command.words[1:]) or None
+    """The script string of `bash -c STR`, `eval ARGS...`, `trap STR SIGNAL`
+    or `watch CMD...`."""
+    name, args = command_name(command), command.words[1:]
+    if name == "eval":
+        return " ".join(args) or None
+    if name == "trap":
+        operands = [arg for arg in args if arg not in ("-l", "-p", "--")]
+        return operands[0] if len(operands) > 1 and operands[0] != "-" else None
+    if name == "watch":
+        operands = _unwrap(command.words, _WATCH)
+        return " ".join(operands.words) if operands else None
     source = shell_input(command)
     return source[1] if source and source[0] == "string" else None

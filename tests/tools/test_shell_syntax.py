@@ -54,6 +54,7 @@ AGENT_COMMANDS = [
      [("cargo", "test", "--", "--nocapture"), ("grep", "-E", "test result|FAILED")]),
     ("time pytest -q", [("time", "pytest", "-q"), ("pytest", "-q")]),
     ("time (make && make test)", [("make",), ("make", "test")]),
+    ("time CI=1 make", [("time", "make"), ("make",)]),
     ("{ echo start; make; } > build.log 2>&1", [("echo", "start"), ("make",), ()]),
     ("(cd docs && make html)", [("cd", "docs"), ("make", "html")]),
     ("f() { echo hi; }; f", [("echo", "hi"), ("f",)]),
@@ -67,7 +68,9 @@ AGENT_COMMANDS = [
     ("make 2>&1 |& tee build.log", [("make",), ("tee", "build.log")]),
     ("nohup python server.py > server.log 2>&1 &\necho started",
      [("nohup", "python", "server.py"), ("python", "server.py"), ("echo", "started")]),
-    ("echo {a,b}.txt } { x", [("echo", "{a,b}.txt", "}", "{", "x")]),
+    ("mkdir -p src/{api,cli} && cp setup.py{,.bak}",
+     [("mkdir", "-p", "src/api", "src/cli"), ("cp", "setup.py", "setup.py.bak")]),
+    ("echo } { x {} '{a,b}' \\{a,b} ${x,,}", [("echo", "}", "{", "x", "{}", "{a,b}", "{a,b}", "${x,,}")]),
     ('echo "$(( 1 + (2 * 3) ))"', [("echo", "$(( 1 + (2 * 3) ))")]),
 ]  # fmt: skip
 
@@ -160,6 +163,14 @@ SMUGGLED = [
     "cat <<EOF\n`rm -rf ~`\nEOF",
     "sudo env bash -c 'eval \"rm -rf ~\"'",
     "echo $'\\x72\\x6d' && rm -rf ~",
+    "$() rm -rf ~",  # an empty substitution expands to nothing
+    "<()rm -rf ~",
+    "{rm,-rf,~}",  # brace expansion makes the words
+    "r\"\"m -rf ~ && true",
+    "trap 'rm -rf ~' EXIT; git status",
+    "builtin eval 'rm -rf ~'",
+    "watch -n 5 rm -rf '~'",
+    "strace -f rm -rf ~",
 ]
 
 
@@ -347,6 +358,8 @@ UNREADABLE = [
     ("cat <<EOF; echo $(\nls)\nbody\nEOF", "here-document"),
     ("echo $(cat <<EOF)\nbody\nEOF", "here-document"),
     ("echo " + "$(" * 60 + "ls" + ")" * 60, "nested too deeply"),
+    ("echo {1..100000}", "brace expansion"),
+    ("echo {a,b}{c,d}{e,f}{g,h}{i,j}{k,l}{m,n}{o,p}{q,r}", "brace expansion"),
     ("( " * 60 + "ls" + " )" * 60, "nested too deeply"),
 ]
 
