@@ -190,6 +190,8 @@ def _validate_layer(source: str, data: dict[str, Any]) -> None:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = source
+        if source == "environment":
+            where = "environment variable " + next(v for v, k in ENV_VARS.items() if k == error["loc"][0])
         if text is not None:
             line = _find_line(text, [str(p) for p in error["loc"]])
             where = f"{source}:{line}" if line else source

@@ -149,7 +149,8 @@ class _Context:
         if real in self.workspace.parents:
             return _Place.AROUND
         for root, excluded in self.scratch:
-            if root in real.parents and not (excluded and (real == excluded or excluded in real.parents)):
+            in_root = real == root or root in real.parents
+            if in_root and not (excluded and (real == excluded or excluded in real.parents)):
                 return _Place.SCRATCH
         return _Place.OUTSIDE
 

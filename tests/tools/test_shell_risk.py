@@ -141,7 +141,7 @@ def test_symlink_out_of_the_workspace_counts_as_outside(workspace: Path, tmp_pat
 def test_scratch_space_is_allowed_but_not_next_to_the_workspace(workspace: Path) -> None:
     # The workspace itself lives under /tmp here; its neighbours are still outside.
     assert assess("echo x > /tmp/kimicode-scratch.txt", workspace).risk == "normal"
-    assert assess("cp build.tar /tmp/", workspace).risk == "normal"
+    assert assess("cp build.tar /tmp/kimicode-out/", workspace).risk == "normal"
     assert assess("rm -rf /tmp/kimicode-cache", workspace).risk == "destructive"
     assert assess(f"echo x > {workspace.parent}/neighbour.txt", workspace).risk == "forbidden"
 

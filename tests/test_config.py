@@ -1,0 +1,111 @@
+"""Configuration layers, provider resolution and error messages."""
+
+import pytest
+
+from kimicode.config import ConfigError, load_settings, model_info, resolve_endpoint, user_config_path
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    (tmp_path / ".kimicode").mkdir()
+    return tmp_path
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_precedence_flags_env_project_user_defaults(workspace):
+    write(user_config_path(), 'model = "from-user"\nmax_steps = 11\nshell_timeout = 30\n')
+    write(workspace / ".kimicode" / "config.toml", 'model = "from-project"\nmax_steps = 22\n')
+    env = {"KIMICODE_MODEL": "from-env"}
+    assert load_settings(workspace, env={}).model == "from-project"
+    assert load_settings(workspace, env=env).model == "from-env"
+    settings = load_settings(workspace, {"model": "from-flag", "max_steps": None}, env=env)
+    assert settings.model == "from-flag"
+    assert settings.max_steps == 22  # a flag left unset does not override
+    assert settings.shell_timeout == 30  # user layer still applies where nothing overrides it
+    assert settings.request_timeout == 300  # built-in default
+
+
+def test_nested_tables_merge_key_by_key(workspace):
+    write(user_config_path(), "[retry]\nmax_attempts = 9\n")
+    write(workspace / ".kimicode" / "config.toml", "[retry]\nbase_delay = 0.5\n")
+    retry = load_settings(workspace, env={}).retry
+    assert (retry.max_attempts, retry.base_delay, retry.max_delay) == (9, 0.5, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("max_steps = 0\n", "config.toml:1: key 'max_steps': Input should be greater than or equal to 1"),
+        ('provider = "x"\n\n[retry]\nmax_attempts = "six"\n', "config.toml:4: key 'retry.max_attempts'"),
+        ('[models."kimi-k2.5"]\ntemperature = 3\n', "config.toml:2: key 'models.kimi-k2.5.temperature'"),
+        ('approval_mode = "reckless"\n', "config.toml:1: key 'approval_mode'"),
+        ("[permissions]\nallow = 'shell:ls'\n", "config.toml:2: key 'permissions.allow'"),
+        ("unknown_thing = 1\n", "config.toml:1: unknown key 'unknown_thing'"),
+        ("max_steps = \n", "config.toml: invalid TOML"),
+    ],
+)
+def test_errors_name_file_line_and_key(workspace, text, expected):
+    write(workspace / ".kimicode" / "config.toml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(workspace, env={})
+    assert expected in str(exc.value)
+    assert str(workspace) in str(exc.value)
+
+
+def test_bad_environment_value_names_the_layer(workspace):
+    with pytest.raises(ConfigError, match="environment variable KIMICODE_APPROVAL_MODE: key 'approval_mode'"):
+        load_settings(workspace, env={"KIMICODE_APPROVAL_MODE": "sometimes"})
+
+
+def test_unreadable_config_is_a_config_error(workspace):
+    write(workspace / ".kimicode" / "config.toml", "")
+    (workspace / ".kimicode" / "config.toml").write_bytes(b"model = \"\xff\"\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(workspace, env={})
+
+
+def test_provider_keys_go_only_to_their_own_endpoint(workspace):
+    env = {"MOONSHOT_API_KEY": "sk-moon"}
+    endpoint = resolve_endpoint(load_settings(workspace, env=env), env)
+    assert (endpoint.base_url, endpoint.api_key, endpoint.model.name) == (
+        "https://api.moonshot.ai/v1", "sk-moon", "kimi-k2-0905-preview")
+    # Pointing the moonshot provider at another URL must not leak the Moonshot key there.
+    settings = load_settings(workspace, {"base_url": "http://127.0.0.1:9/v1", "model": "k2"}, env=env)
+    assert resolve_endpoint(settings, env).api_key == "none"
+
+
+def test_openrouter_and_custom_providers(workspace):
+    env = {"OPENROUTER_API_KEY": "or-key"}
+    endpoint = resolve_endpoint(load_settings(workspace, {"provider": "openrouter"}, env=env), env)
+    assert endpoint.base_url == "https://openrouter.ai/api/v1" and endpoint.api_key == "or-key"
+    assert endpoint.model.name == "moonshotai/kimi-k2-0905" and endpoint.model.context_window == 262144
+    custom = load_settings(workspace, {"provider": "custom", "base_url": "http://h/v1", "model": "m"}, env={})
+    assert resolve_endpoint(custom, {}).base_url == "http://h/v1"
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({}, {}, "no API key for moonshot: set MOONSHOT_API_KEY or KIMICODE_API_KEY"),
+        ({"provider": "nowhere"}, {}, "unknown provider 'nowhere'"),
+        ({"provider": "custom"}, {}, "provider 'custom' needs a base_url"),
+        ({"provider": "custom", "base_url": "http://h/v1"}, {}, "no model chosen"),
+    ],
+)
+def test_unresolvable_endpoints_say_what_to_set(workspace, flags, env, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_endpoint(load_settings(workspace, flags, env=env), env)
+
+
+def test_models_table_drives_model_info(workspace):
+    settings = load_settings(workspace, env={})
+    thinking = model_info(settings, "kimi-k2-thinking")
+    assert (thinking.temperature, thinking.supports_reasoning, thinking.max_output) == (1.0, True, 65536)
+    instruct = model_info(settings, "kimi-k2-0711-preview")
+    assert (instruct.temperature, instruct.context_window) == (0.6, 131072)
+    unknown = model_info(settings, "my-own-k2-thinking")
+    assert (unknown.temperature, unknown.supports_reasoning, unknown.input_price) == (1.0, True, 0.0)
