@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from kimicode.agent.loop import Agent, Limits  # noqa: E402
 from kimicode.approval import ApprovalPolicy  # noqa: E402
 from kimicode.backends.base import ModelInfo  # noqa: E402
 from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy  # noqa: E402
+from kimicode.backends.repair import normalize_history  # noqa: E402
 from kimicode.tools.base import ToolContext, ToolRegistry  # noqa: E402
 from kimicode.tools.plan import UpdatePlan  # noqa: E402
 from kimicode.tools.registry import builtin_tools  # noqa: E402
@@ -56,7 +58,7 @@ CALLS = {
 }
 
 
-async def one_turn(server, root: Path, tool: str, steps: int) -> tuple[float, float]:
+async def one_turn(server, root: Path, tool: str, steps: int) -> tuple[float, float, float]:
     server.script(*[Reply(text="step", tool_calls=[ToolCall(tool, CALLS[tool])]) for _ in range(steps - 1)],
                   Reply(text="done"))
     backend = TimedBackend(OpenAICompatBackend(base_url=server.base_url, api_key="k", info=ModelInfo("bench"),
@@ -68,7 +70,17 @@ async def one_turn(server, root: Path, tool: str, steps: int) -> tuple[float, fl
         pass
     wall = time.perf_counter() - started
     await backend.aclose()
-    return wall, backend.waiting
+    return wall, backend.waiting, encode_ms(agent)
+
+
+def encode_ms(agent: Agent) -> float:
+    """Client-side cost hidden in "model wait": preparing and encoding the last request."""
+    times = []
+    for _ in range(20):
+        mark = time.perf_counter()
+        json.dumps({"messages": normalize_history(agent.messages), "tools": agent.tools.schemas()})
+        times.append((time.perf_counter() - mark) * 1e3)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -81,15 +93,17 @@ def main() -> None:
         root = Path(tmp)
         (root / "module.py").write_text("".join(f"def f{i}():\n    return {i}\n" for i in range(200)))
         asyncio.run(one_turn(server, root, "update_plan", 5))  # warm-up
-        print(f"{'tool':<12} {'steps':>6} {'overhead/step ms (median)':>26} {'min':>7} {'max':>7} {'model wait/step ms':>19}")
+        print(f"{'tool':<12} {'steps':>6} {'overhead/step ms (median)':>26} {'min':>7} {'max':>7} "
+              f"{'model wait/step ms':>19} {'encode last request ms':>23}")
         for tool in CALLS:
-            per_step, waits = [], []
+            per_step, waits, encodes = [], [], []
             for _ in range(args.repeats):
-                wall, waiting = asyncio.run(one_turn(server, root, tool, args.steps))
+                wall, waiting, encode = asyncio.run(one_turn(server, root, tool, args.steps))
                 per_step.append((wall - waiting) / args.steps * 1e3)
                 waits.append(waiting / args.steps * 1e3)
+                encodes.append(encode)
             print(f"{tool:<12} {args.steps:>6} {statistics.median(per_step):>26.3f} {min(per_step):>7.3f} "
-                  f"{max(per_step):>7.3f} {statistics.median(waits):>19.3f}")
+                  f"{max(per_step):>7.3f} {statistics.median(waits):>19.3f} {statistics.median(encodes):>23.3f}")
     print(f"python {sys.version.split()[0]}, commit {commit}, {args.repeats} runs each")
 
 
