@@ -64,12 +64,13 @@ class OpenAICompatBackend:
         info: ModelInfo,
         retry: RetryPolicy = RetryPolicy(),
         request_timeout: float = 300.0,
+        headers: dict[str, str] | None = None,
     ):
         self.info = info
         self._retry = retry
         # The SDK's own retries are off: ours see dropped streams too and report each attempt.
         self._client = openai.AsyncOpenAI(
-            base_url=base_url, api_key=api_key, max_retries=0, timeout=request_timeout
+            base_url=base_url, api_key=api_key, max_retries=0, timeout=request_timeout, default_headers=headers
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:

@@ -47,6 +47,7 @@ class ProviderSettings(_Strict):
     base_url: str = Field(description="OpenAI-compatible endpoint, ending in /v1.")
     api_key_env: str | None = Field(None, description="Environment variable holding this provider's key.")
     model: str | None = Field(None, description="Model used with this provider when none is chosen.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent with each request.")
 
 
 class ModelSettings(_Strict):
@@ -89,6 +90,7 @@ class Endpoint:
     base_url: str
     api_key: str
     model: ModelInfo
+    headers: dict[str, str]
 
 
 def user_config_path() -> Path:
@@ -141,12 +143,13 @@ def resolve_endpoint(settings: Settings, env: dict[str, str] | None = None) -> E
     own_endpoint = provider is not None and base_url.rstrip("/") == provider.base_url.rstrip("/")
     key = settings.api_key or (env.get(provider.api_key_env or "") if own_endpoint and provider else None)
     if not key:
-        if own_endpoint and provider is not None:
+        if own_endpoint and provider is not None and provider.api_key_env:
             raise ConfigError(
                 f"no API key for {settings.provider}: set {provider.api_key_env} or KIMICODE_API_KEY"
             )
         key = "none"  # self-hosted servers (vLLM, SGLang) often need no key
-    return Endpoint(settings.provider, base_url, key, model_info(settings, model_name))
+    headers = provider.headers if provider else {}
+    return Endpoint(settings.provider, base_url, key, model_info(settings, model_name), headers)
 
 
 def model_info(settings: Settings, name: str) -> ModelInfo:

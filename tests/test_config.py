@@ -83,6 +83,7 @@ def test_openrouter_and_custom_providers(workspace):
     endpoint = resolve_endpoint(load_settings(workspace, {"provider": "openrouter"}, env=env), env)
     assert endpoint.base_url == "https://openrouter.ai/api/v1" and endpoint.api_key == "or-key"
     assert endpoint.model.name == "moonshotai/kimi-k2-0905" and endpoint.model.context_window == 262144
+    assert endpoint.headers == {"X-Title": "kimicode"}
     custom = load_settings(workspace, {"provider": "custom", "base_url": "http://h/v1", "model": "m"}, env={})
     assert resolve_endpoint(custom, {}).base_url == "http://h/v1"
 

@@ -90,6 +90,20 @@ def test_stream_json_is_one_event_per_line_ending_with_result(fake_openai, proje
     assert lines[-1]["status"] == "success" and lines[-1]["files_changed"] == ["app.py", "out.txt"]
 
 
+def test_custom_provider_headers_are_sent(fake_openai, project):
+    (project / ".kimicode" / "config.toml").write_text(
+        f'provider = "proxy"\n[providers.proxy]\nbase_url = "{fake_openai.base_url}"\nmodel = "k2"\n'
+        '[providers.proxy.headers]\nX-Team = "infra"\n')
+    fake_openai.script(Reply(text="ok"))
+    env = cli_env(fake_openai)
+    for name in ("KIMICODE_PROVIDER", "KIMICODE_BASE_URL", "KIMICODE_MODEL"):
+        del env[name]
+    proc = kimicode(fake_openai, project, "--task", "hi", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert fake_openai.received[0].headers["x-team"] == "infra"
+    assert fake_openai.requests[0]["model"] == "k2"
+
+
 def test_task_from_stdin(fake_openai, project):
     fake_openai.script(Reply(text="read it"))
     proc = kimicode(fake_openai, project, "--task", "-", stdin="explain app.py\n")

@@ -29,6 +29,7 @@ def create_agent(settings: Settings, workspace_root: Path, *, default_mode: Appr
         info=endpoint.model,
         retry=RetryPolicy(**settings.retry.model_dump()),
         request_timeout=settings.request_timeout,
+        headers=endpoint.headers,
     )
     policy = ApprovalPolicy(
         mode,

@@ -404,12 +404,14 @@ def _interpreter_script(args: list[str]) -> str:
 def _downloaded_code(commands: list[SimpleCommand]) -> Assessment | None:
     """`curl URL | python`: an interpreter reading its program from stdin in a
     script that downloads something."""
-    fetcher = next((c for c in commands if command_name(c) in ("curl", "wget")), None)
+    fetcher = next((command_name(c) for c in commands if command_name(c) in ("curl", "wget")), None)
+    if fetcher is None:
+        return None
     for cmd in commands:
         name = command_name(cmd)
-        if fetcher and re.sub(r"^python[\d.]*$", "python", name) in _INTERPRETERS:
-            if _interpreter_script(list(cmd.words[1:])) == "-":
-                return Assessment("destructive", f"{name} runs code downloaded by {command_name(fetcher)}", cmd)
+        interpreter = re.sub(r"^python[\d.]*$", "python", name) in _INTERPRETERS
+        if interpreter and _interpreter_script(list(cmd.words[1:])) == "-":
+            return Assessment("destructive", f"{name} runs code downloaded by {fetcher}", cmd)
     return None
 
 
@@ -504,7 +506,9 @@ def _sed(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Asses
 
 def _dd(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
     outputs = [a.removeprefix("of=") for a in args if a.startswith("of=")]
-    return _writes_risk(outputs, "dd writes to", cmd, ctx) or Assessment("destructive", "dd copies raw data and can overwrite files", cmd)
+    return _writes_risk(outputs, "dd writes to", cmd, ctx) or Assessment(
+        "destructive", "dd copies raw data and can overwrite files", cmd
+    )
 
 
 def _find(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
@@ -665,7 +669,8 @@ def _git_only_looks(sub: str, flags: set[str], operands: list[str]) -> bool:
 
 
 _GIT_BRANCH_CHANGES = frozenset(
-    "-d -D --delete -m -M --move -c -C --copy -f --force -u --set-upstream-to --unset-upstream --edit-description".split()
+    "-d -D --delete -m -M --move -c -C --copy -f --force -u --set-upstream-to --unset-upstream "
+    "--edit-description".split()
 )
 _GIT_TAG_CHANGES = frozenset("-d --delete -a --annotate -s --sign -u -m -F -f --force".split())
 _PUBLISHERS = {
@@ -697,12 +702,16 @@ def _crontab(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> A
 
 def _network_download(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
     if name == "curl":
-        outputs = _parse_args(args, "-o --output -d --data -H --header -u --user -X --request -A -e").value("-o", "--output")
+        outputs = _parse_args(args, "-o --output -d --data -H --header -u --user -X --request -A -e").value(
+            "-o", "--output"
+        )
     else:
         parsed = _parse_args(args, "-O --output-document -P --directory-prefix -o --output-file")
         outputs = parsed.value("-O", "--output-document", "-P", "--directory-prefix", "-o", "--output-file")
     outputs = [o for o in outputs if o != "-"]
-    return _writes_risk(outputs, f"{name} writes to", cmd, ctx) or Assessment("normal", f"{name} downloads from the network", cmd)
+    return _writes_risk(outputs, f"{name} writes to", cmd, ctx) or Assessment(
+        "normal", f"{name} downloads from the network", cmd
+    )
 
 
 _CHECKERS = {

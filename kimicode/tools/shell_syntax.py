@@ -11,16 +11,28 @@ looks through commands that run other commands (`bash -c`, `eval`, `env`,
 
 It fails closed: whatever it cannot analyse with confidence raises
 `ShellSyntaxError`, which callers treat as "needs explicit approval".
-Expansions (`$HOME`, `${x}`, `$(...)`, globs, `~`) are left literal in words.
+Words get quote removal and brace expansion (`{a,b}` is two words); other
+expansions (`$HOME`, `${x}`, `$(...)`, globs, `~`) stay literal, except that
+an empty `$()` or `<()` vanishes as it does in bash.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["Redirect", "ShellSyntaxError", "SimpleCommand", "command_name", "inner_commands", "shell_input",
-           "split_commands"]
+__all__ = [
+    "Redirect",
+    "ShellSyntaxError",
+    "SimpleCommand",
+    "command_name",
+    "inner_commands",
+    "shell_input",
+    "split_commands",
+]
 
 # Nesting deeper than this (subshells, loops, $( $( ... ) ), bash -c "...")
 # is refused rather than risking Python's recursion limit.
@@ -112,7 +124,7 @@ _NEWLINE = _Op("\n")
 class _Word:
     value: str  # after quote removal
     fields: list[str]  # after brace expansion too: what it contributes to a command's words
-    quoted: bool  # any quoting: a quoted `if` is no keyword, a quoted heredoc delimiter no expansion
+    quoted: bool  # any quoting: `""` is still a word, a quoted heredoc delimiter stops expansion
     raw: str
     commands: list[SimpleCommand]  # from substitutions inside it
 
@@ -256,35 +268,35 @@ class _Parser:
             self._skip_newlines()
             self._parse_command()
 
-    def _parse_command(self) -> None:
+    @contextmanager
+    def _deeper(self) -> Iterator[None]:
         if self.depth >= _MAX_DEPTH:
             raise ShellSyntaxError("commands are nested too deeply to analyse")
         self.depth += 1
         try:
-            self._parse_command_here()
+            yield
         finally:
             self.depth -= 1
 
-    def _parse_command_here(self) -> None:
+    def _parse_command(self) -> None:
         token = self._peek()
-        if self._is_op(token, "("):
-            self._next()
-            self._parse_paren_command()
-        elif self._is_keyword(token, *_COMPOUND_STARTS):
-            self._parse_compound(token.value)
-        elif self._is_keyword(token, "time"):
-            self._parse_time()
-            return
-        elif self._is_keyword(token, "coproc"):
+        if self._is_keyword(token, "coproc"):
             raise ShellSyntaxError("coproc is not supported")
-        elif self._is_keyword(token, *_MISPLACED_WORDS) or token == _EOF:
+        word = isinstance(token, _Word) and not self._is_keyword(token, *_MISPLACED_WORDS)
+        if not (word or _is_redirect(token) or self._is_op(token, "(")):
             raise ShellSyntaxError(f"unexpected {_describe(token)}")
-        elif isinstance(token, _Word) or _is_redirect(token):
-            self._parse_simple_command([])
-            return
-        else:
-            raise ShellSyntaxError(f"unexpected {_describe(token)}")
-        self._parse_trailing_redirects()
+        with self._deeper():
+            if self._is_op(token, "("):
+                self._next()
+                self._parse_paren_command()
+                self._parse_trailing_redirects()
+            elif self._is_keyword(token, *_COMPOUND_STARTS):
+                self._parse_compound(token.value)
+                self._parse_trailing_redirects()
+            elif self._is_keyword(token, "time"):
+                self._parse_time()
+            else:
+                self._parse_simple_command([])
 
     def _parse_compound(self, keyword: str) -> None:
         self._next()
@@ -472,7 +484,8 @@ class _Parser:
                 redirects.append(self._parse_redirect(token.value, found))
             else:
                 break
-        self.out.append(SimpleCommand(tuple(words), tuple(redirects), tuple(assignments)))
+        if words or redirects or assignments:  # not for a lone `$()`
+            self.out.append(SimpleCommand(tuple(words), tuple(redirects), tuple(assignments)))
         self.out.extend(found)
 
     def _parse_redirect(self, op: str, found: list[SimpleCommand]) -> Redirect:
@@ -499,20 +512,17 @@ class _Parser:
 
     def _parse_nested(self, closer: str, construct: str) -> list[SimpleCommand]:
         """Parse a `$( )` / `<( )` body at the current position, through `closer`."""
-        if self.depth >= _MAX_DEPTH:
-            raise ShellSyntaxError("commands are nested too deeply to analyse")
         saved_out, self.out = self.out, []
-        self.depth += 1
         self.substitution += 1
         try:
-            self._parse_list(frozenset({closer}))
-            self._expect_op(closer, construct)
+            with self._deeper():
+                self._parse_list(frozenset({closer}))
+                self._expect_op(closer, construct)
             if any(doc.level == self.substitution for doc in self.pending):
                 raise ShellSyntaxError(f"here-document inside {construct} is not closed inside it")
             return self.out
         finally:
             self.out = saved_out
-            self.depth -= 1
             self.substitution -= 1
 
     # ---- here-documents
@@ -620,7 +630,8 @@ class _Parser:
             # Where an assignment may stand, bash reads `name[` on to the
             # matching `]`, blanks and all; elsewhere it does not.
             raise ShellSyntaxError(f"cannot tell where the word starting {raw!r} ends")
-        fields = _expand_braces(builder.chars) if builder.chars or not builder.quoted else [""]
+        # An unquoted word that expands to nothing (`$()`) is no word at all.
+        fields = _expand_braces(builder.chars) if builder.chars or builder.quoted else []
         return _Word(builder.text(), fields, builder.quoted, raw, builder.commands)
 
     def _at_redirect(self) -> bool:
@@ -681,13 +692,8 @@ class _Parser:
 
     def _read_dollar(self, builder: _WordBuilder, *, in_double_quotes: bool) -> None:
         """`$'..'`, `$"..."`, `$(( ))`, `$( )`, `${ }` or a plain `$`."""
-        if self.depth >= _MAX_DEPTH:
-            raise ShellSyntaxError("expansions are nested too deeply to analyse")
-        self.depth += 1
-        try:
+        with self._deeper():
             self._read_dollar_here(builder, in_double_quotes)
-        finally:
-            self.depth -= 1
 
     def _read_dollar_here(self, builder: _WordBuilder, in_double_quotes: bool) -> None:
         start, text = self.pos, self.text
@@ -874,9 +880,7 @@ _SEQUENCE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([a-zA-Z])\.\.([a-zA
 
 def _expand_braces(chars: list[tuple[str, bool]]) -> list[str]:
     """Bash brace expansion on the unquoted parts of a word: `{rm,-rf}` is two
-    words, `f{,.bak}` is `f f.bak`. An empty unquoted word (`$()`) vanishes."""
-    if not chars:
-        return []
+    words, `f{,.bak}` is `f f.bak`."""
     for start, (char, unquoted) in enumerate(chars):
         if char != "{" or not unquoted:
             continue
@@ -886,16 +890,14 @@ def _expand_braces(chars: list[tuple[str, bool]]) -> list[str]:
         end, alternatives = found
         words: list[str] = []
         for alternative in alternatives:
-            words += _expand_braces(chars[:start] + alternative + chars[end + 1 :]) or [""]
+            words += _expand_braces(chars[:start] + alternative + chars[end + 1 :])
             if len(words) > _MAX_BRACE_WORDS:
                 raise ShellSyntaxError("brace expansion makes too many words to analyse")
         return words
     return ["".join(char for char, _ in chars)]
 
 
-def _brace_alternatives(
-    chars: list[tuple[str, bool]], start: int
-) -> tuple[int, list[list[tuple[str, bool]]]] | None:
+def _brace_alternatives(chars: list[tuple[str, bool]], start: int) -> tuple[int, list[list[tuple[str, bool]]]] | None:
     """The closing brace and the alternatives of the `{` at `start`, if it
     opens a valid expansion (`{a,b}` or `{1..3}`)."""
     depth, commas = 0, []
@@ -910,7 +912,7 @@ def _brace_alternatives(
         elif char == "}":
             if commas:
                 bounds = [start, *commas, index]
-                return index, [chars[a + 1 : b] for a, b in zip(bounds, bounds[1:])]
+                return index, [chars[a + 1 : b] for a, b in itertools.pairwise(bounds)]
             inner = chars[start + 1 : index]
             sequence = _brace_sequence("".join(c for c, _ in inner)) if all(u for _, u in inner) else None
             return None if sequence is None else (index, [[(c, False) for c in item] for item in sequence])

@@ -90,12 +90,14 @@ HEREDOCS = [
     ('git commit -F - <<"EOF"\nmsg ) with paren ; rm -rf /\nEOF', [("git", "commit", "-F", "-")]),
     ("python3 - <<'PY'\nimport os\nprint(os.getcwd())\nPY", [("python3", "-")]),
     ("cat <<A <<'B'\n$(one)\nA\n$(two)\nB\nls", [("cat",), ("one",), ("ls",)]),
-    ('x=$(cat <<EOF\nhello\nEOF\n)', [(), ("cat",)]),
-    ("git commit -m \"$(cat <<'EOF'\nSubject\n\nBody ) with ; paren\nEOF\n)\"",
-     [("git", "commit", "-m", "$(cat <<'EOF'\nSubject\n\nBody ) with ; paren\nEOF\n)"), ("cat",)]),
+    ("x=$(cat <<EOF\nhello\nEOF\n)", [(), ("cat",)]),
+    (
+        "git commit -m \"$(cat <<'EOF'\nSubject\n\nBody ) with ; paren\nEOF\n)\"",
+        [("git", "commit", "-m", "$(cat <<'EOF'\nSubject\n\nBody ) with ; paren\nEOF\n)"), ("cat",)],
+    ),
     ("for i in 1 2; do\n  cat <<EOF\n$i\nEOF\ndone", [("cat",)]),
     ("cat <<EOF | grep x\nbody\nEOF\nwc -l", [("cat",), ("grep", "x"), ("wc", "-l")]),
-    ("cat <<< \"$(date)\"", [("cat",), ("date",)]),
+    ('cat <<< "$(date)"', [("cat",), ("date",)]),
     ("cat <<EOF\nescaped \\$(not run)\nEOF", [("cat",)]),
 ]
 
@@ -141,7 +143,7 @@ SMUGGLED = [
     "{ rm -rf ~; }",
     "ls() { rm -rf ~; }; ls",
     "bash -c 'git status; rm -rf ~'",
-    "sh -c \"rm -rf ~\"",
+    'sh -c "rm -rf ~"',
     "bash -lc 'rm -rf ~'",
     "zsh -c 'echo $(rm -rf ~)'",
     "eval 'rm -rf ~'",
@@ -166,7 +168,7 @@ SMUGGLED = [
     "$() rm -rf ~",  # an empty substitution expands to nothing
     "<()rm -rf ~",
     "{rm,-rf,~}",  # brace expansion makes the words
-    "r\"\"m -rf ~ && true",
+    'r""m -rf ~ && true',
     "trap 'rm -rf ~' EXIT; git status",
     "builtin eval 'rm -rf ~'",
     "watch -n 5 rm -rf '~'",
@@ -218,7 +220,8 @@ NESTED = [
     ("sh -ec 'ls'", [("sh", "-ec", "ls"), ("ls",)]),
     ("bash script.sh arg", [("bash", "script.sh", "arg")]),
     # eval's own commands come first, then the substitution in its argument
-    ('eval "$(ssh-agent -s)"', [("eval", "$(ssh-agent -s)"), ("$(ssh-agent -s)",), ("ssh-agent", "-s"), ("ssh-agent", "-s")]),
+    ('eval "$(ssh-agent -s)"',
+     [("eval", "$(ssh-agent -s)"), ("$(ssh-agent -s)",), ("ssh-agent", "-s"), ("ssh-agent", "-s")]),
     ("env", [("env",)]),
     ("env -u HOME -C /x FOO=1 ls -l", [("env", "-u", "HOME", "-C", "/x", "FOO=1", "ls", "-l"), ("ls", "-l")]),
     ("timeout --signal=KILL 30s pytest -x", [("timeout", "--signal=KILL", "30s", "pytest", "-x"), ("pytest", "-x")]),
