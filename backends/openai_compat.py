@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import random
 import time
 from collections.abc import AsyncIterator
@@ -129,21 +130,37 @@ class OpenAICompatBackend:
             raise _classify_status(exc) from None
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise _Retryable(f"connection problem: {exc}") from None
-        except openai.APIError as exc:  # e.g. an error event inside the stream
-            raise _Retryable(f"stream error: {exc}") from None
+        except openai.APIError as exc:  # an error event inside the stream
+            if _is_fatal(exc.body):
+                raise BackendError(f"the model request failed: {_error_message(exc)}") from None
+            raise _Retryable(f"stream error: {_error_message(exc)}") from None
+        except json.JSONDecodeError as exc:
+            raise _Retryable(f"malformed stream data: {exc}") from None
         except Exception as exc:  # the HTTP layer's own errors when a stream is cut
             if type(exc).__module__.split(".")[0] not in ("httpx2", "httpx", "httpcore", "h11"):
                 raise
             raise _Retryable(f"stream dropped: {type(exc).__name__}: {exc}") from None
-        if assembler.finish_reason is None:
+        if not assembler.finished:
             raise _Retryable("stream ended before the model finished")
         for event in assembler.finish():
             yield event
 
 
+# Error codes and types that no retry can fix.
+_FATAL_ERRORS = (
+    "insufficient_quota",
+    "exceeded_current_quota",
+    "billing",
+    "context_length",
+    "invalid_request",
+)
+
+
 def _classify_status(exc: openai.APIStatusError) -> Exception:
     status = exc.status_code
     message = _error_message(exc)
+    if status == 429 and _is_fatal(exc.body):
+        return BackendError(f"quota or billing limit reached (HTTP 429): {message}")
     if status == 429 or status >= 500 or status == 408:
         return _Retryable(f"HTTP {status}: {message}", _retry_after(exc.response.headers))
     if status in (401, 403):
@@ -153,13 +170,22 @@ def _classify_status(exc: openai.APIStatusError) -> Exception:
     return BackendError(f"the model request was rejected (HTTP {status}): {message}")
 
 
-def _error_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
+def _error_fields(body: Any) -> dict[str, Any]:
     if isinstance(body, dict):
         inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return exc.message
+        if isinstance(inner, dict):
+            return inner
+    return {}
+
+
+def _is_fatal(body: Any) -> bool:
+    fields = _error_fields(body)
+    label = f"{fields.get('code') or ''} {fields.get('type') or ''}".lower()
+    return any(word in label for word in _FATAL_ERRORS)
+
+
+def _error_message(exc: openai.APIError) -> str:
+    return str(_error_fields(exc.body).get("message") or exc.message)
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -175,8 +201,11 @@ def _retry_after(headers: Any) -> float | None:
     try:
         return float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return parsed.timestamp() - time.time() if parsed else None
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None  # unreadable: fall back to our own backoff
 
 
 class _StreamAssembler:
@@ -189,31 +218,52 @@ class _StreamAssembler:
         self._usage: Usage | None = None
         self.finish_reason: FinishReason | None = None
 
+    @property
+    def finished(self) -> bool:
+        # Some servers end with [DONE] and a usage chunk but never send finish_reason.
+        return self.finish_reason is not None or self._usage is not None
+
     def feed(self, chunk: Any) -> list[ChatEvent]:
         events: list[ChatEvent] = []
         if chunk.usage is not None:
             self._usage = _usage(chunk.usage)
         for choice in chunk.choices or ():
-            delta = choice.delta
-            reasoning = _extra(delta, "reasoning_content") or _extra(delta, "reasoning")
-            if reasoning:
-                events.append(ReasoningDelta(reasoning))
-            if delta.content:
-                if visible := self._filter.feed(delta.content):
-                    events.append(TextDelta(visible))
-            for call in delta.tool_calls or ():
-                slot = self._calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-                function = call.function
-                slot["id"] = slot["id"] or (call.id or "")
-                slot["name"] += (function.name or "") if function else ""
-                piece = (function.arguments or "") if function else ""
-                slot["arguments"] += piece
-                events.append(ToolCallDelta(call.index, function.name if function else None, piece))
+            if choice.delta is not None:  # content-filter chunks may carry no delta
+                events += self._feed_delta(choice.delta)
             if choice.finish_reason:
                 self.finish_reason = _finish_reason(choice.finish_reason)
                 if usage := _extra(choice, "usage"):  # Moonshot puts usage in the choice
                     self._usage = _usage(usage)
         return events
+
+    def _feed_delta(self, delta: Any) -> list[ChatEvent]:
+        events: list[ChatEvent] = []
+        reasoning = _extra(delta, "reasoning_content") or _extra(delta, "reasoning")
+        if reasoning:
+            events.append(ReasoningDelta(_clean(reasoning)))
+        if delta.content:
+            if visible := self._filter.feed(_clean(delta.content)):
+                events.append(TextDelta(visible))
+        for call in delta.tool_calls or ():
+            slot = self._slot(call.index, call.id)
+            function = call.function
+            name = (function.name or "") if function else ""
+            if name and name != slot["name"]:  # some servers repeat the whole name in every piece
+                slot["name"] += name
+            piece = _clean(function.arguments or "") if function else ""
+            slot["arguments"] += piece
+            events.append(ToolCallDelta(len(self._calls) - 1 if call.index is None else call.index, name or None, piece))
+        return events
+
+    def _slot(self, index: int | None, call_id: str | None) -> dict[str, str]:
+        if index is None:  # servers that omit the index: a new id starts a new call
+            last = self._calls[max(self._calls)] if self._calls else None
+            if last is not None and (not call_id or call_id == last["id"]):
+                return last
+            index = len(self._calls)
+        slot = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+        slot["id"] = slot["id"] or (call_id or "")
+        return slot
 
     def finish(self) -> list[ChatEvent]:
         events: list[ChatEvent] = []
@@ -232,6 +282,16 @@ class _StreamAssembler:
         reason = self.finish_reason or "stop"
         events.append(Finish("tool_calls" if calls and reason == "stop" else reason))
         return events
+
+
+def _clean(text: str) -> str:
+    """Replace lone surrogates (JSON escapes like "\\ud83d" decode to them); they cannot be
+    encoded as UTF-8 and would break every writer downstream."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _extra(obj: Any, name: str) -> Any:

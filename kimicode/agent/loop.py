@@ -96,17 +96,25 @@ class Agent:
         self._append({"role": "system", "content": system_prompt})
 
     async def run(self, prompt: str) -> AsyncIterator[Event]:
-        """Run one user turn, yielding its events; the last one is TurnFinished."""
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._turn_task = asyncio.create_task(self._turn(prompt, queue.put_nowait))
+        """Run one user turn, yielding its events; the last one is always TurnFinished."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        task = asyncio.create_task(self._turn(prompt, queue.put_nowait))
+        # None follows the task's end however it ends, so this loop can never wait for ever
+        # (a task cancelled before it first ran emits nothing at all).
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        self._turn_task = task
         try:
-            while True:
-                event = await queue.get()
+            while (event := await queue.get()) is not None:
                 yield event
                 if isinstance(event, TurnFinished):
-                    break
+                    return
+            if task.cancelled():
+                yield TurnFinished("cancelled", "cancelled by the user")
+            else:
+                exc = task.exception()
+                yield TurnFinished("error", f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            task, self._turn_task = self._turn_task, None
+            self._turn_task = None
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -121,15 +129,15 @@ class Agent:
 
     async def _turn(self, prompt: str, emit: Callable[[Event], None]) -> None:
         self._emit = self.ctx.emit = emit
-        emit(TurnStarted(prompt))
-        self._append({"role": "user", "content": prompt})
         started = len(self.messages)
         result, reason, error_kind = "", "end_turn", "internal"
         try:
+            emit(TurnStarted(prompt))
+            self._append({"role": "user", "content": prompt})
             async with asyncio.timeout(self.limits.timeout):
                 result = await self._loop()
         except StopTurn as stop:
-            result, reason = str(stop), stop.reason
+            result, reason, error_kind = str(stop), stop.reason, "request"
         except TimeoutError:
             result, reason = f"stopped: the turn ran longer than {self.limits.timeout:g} s", "timeout"
         except asyncio.CancelledError:
@@ -161,6 +169,8 @@ class Agent:
             if not reply.calls:
                 if reply.finish == "length":
                     raise StopTurn("length", reply.text + "\n[the reply hit the output token limit]")
+                if reply.finish == "content_filter":
+                    raise StopTurn("error", "the provider's content filter stopped the reply")
                 return reply.text
             for call in reply.calls:
                 await self._run_tool(call)
@@ -282,7 +292,9 @@ class Agent:
             return f"not run: {verdict.reason}"
         reply: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
         self._emit(ApprovalRequested(call.id, call.name, title, kind, verdict.reason, verdict.rules, reply))
-        approval = await reply
+        # Shielded: a cancelled turn leaves the future pending, so a front end that
+        # answers late does not hit a cancelled future.
+        approval = await asyncio.shield(reply)
         if approval.decision is Decision.ALLOW_ALWAYS:
             self.policy.remember(verdict.rules)
         if approval.decision is Decision.DENY:

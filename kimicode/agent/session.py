@@ -5,12 +5,16 @@ A torn last line (a process killed mid-write) is the only damage a crash can do.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def data_dir() -> Path:
@@ -38,8 +42,17 @@ class SessionLog:
         return log
 
     def append(self, record_type: str, **fields: Any) -> None:
-        self._file.write(json.dumps({"type": record_type, **fields}, ensure_ascii=False) + "\n")
-        self._file.flush()
+        """Write one record. Never raises: a full disk must not stop the agent mid-turn."""
+        if self._file.closed:
+            return
+        try:
+            # ensure_ascii: lone surrogates (from argv or a model) survive as escapes.
+            self._file.write(json.dumps({"type": record_type, **fields}, ensure_ascii=True) + "\n")
+            self._file.flush()
+        except (OSError, ValueError) as exc:
+            log.warning("the session log %s stopped recording: %s", self.path, exc)
+            with contextlib.suppress(OSError):
+                self._file.close()
 
     def close(self) -> None:
         self._file.close()

@@ -17,7 +17,7 @@ from kimicode.backends.base import (
     Usage,
 )
 from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy
-from tests.fakes.openai_server import Fault, Reply, ToolCall
+from tests.fakes.openai_server import Fault, RawStream, Reply, ToolCall
 
 INFO = ModelInfo("kimi-k2-test", input_price=0.6, output_price=2.5, cached_input_price=0.15)
 TOOLS = [{"type": "function", "function": {"name": n, "description": "", "parameters": {"type": "object"}}}
@@ -157,3 +157,90 @@ async def test_client_errors_are_not_retried(fake_openai, status, kind, words):
         await collect(fake_openai)
     assert exc.value.kind == kind and words in str(exc.value)
     assert len(fake_openai.requests) == 1
+
+
+def chunk(delta=None, finish=None, usage=None, choices=True, **choice_extra):
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": []}
+    if choices:
+        body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish, **choice_extra}]
+    if usage:
+        body["usage"] = usage
+    return body
+
+
+def call_piece(name=None, arguments="", call_id=None, index=None):
+    piece = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    if call_id:
+        piece["id"] = call_id
+    if index is not None:
+        piece["index"] = index
+    return piece
+
+
+async def test_chunks_without_a_delta_are_tolerated(fake_openai):
+    fake_openai.script(RawStream([chunk({"role": "assistant", "content": "ok"}), chunk(None, "content_filter"), "[DONE]"]))
+    events = await collect(fake_openai)
+    assert text_of(events) == "ok" and events[-1] == Finish("content_filter")
+
+
+async def test_tool_calls_without_index_or_with_repeated_names(fake_openai):
+    fake_openai.script(RawStream([
+        chunk({"tool_calls": [call_piece("read_file", '{"path":', "a")]}),
+        chunk({"tool_calls": [call_piece("read_file", ' "x.py"}')]}),  # name repeated, no id: same call
+        chunk({"tool_calls": [call_piece("grep", '{"pattern": "y"}', "b")]}),  # a new id: a new call
+        chunk({}, "tool_calls"),
+        "[DONE]",
+    ]))
+    done = [e for e in await collect(fake_openai) if isinstance(e, ToolCallDone)]
+    assert [(d.id, d.name, json.loads(d.arguments)) for d in done] == [
+        ("a", "read_file", {"path": "x.py"}), ("b", "grep", {"pattern": "y"})]
+
+
+async def test_a_clean_end_with_usage_but_no_finish_reason_is_accepted(fake_openai):
+    fake_openai.script(RawStream([chunk({"content": "done"}), chunk(choices=False, usage={"prompt_tokens": 5, "completion_tokens": 1}), "[DONE]"]))
+    events = await collect(fake_openai)
+    assert text_of(events) == "done" and Usage(5, 1, 0) in events
+    assert len(fake_openai.requests) == 1
+
+
+async def test_lone_surrogates_from_the_model_are_replaced(fake_openai):
+    fake_openai.script(RawStream(['{"id":"c","object":"chat.completion.chunk","created":0,"model":"m",'
+                                  '"choices":[{"index":0,"delta":{"content":"bad \\ud83d text"},"finish_reason":"stop"}]}',
+                                  "[DONE]"]))
+    text = text_of(await collect(fake_openai))
+    assert text == "bad ? text"
+    text.encode("utf-8")
+
+
+async def test_malformed_stream_data_is_retried(fake_openai):
+    fake_openai.script(RawStream(["{not json"]), Reply(text="recovered"))
+    events = await collect(fake_openai)
+    assert any(isinstance(e, Retrying) and "malformed" in e.reason for e in events)
+    assert text_of(events).endswith("recovered")
+
+
+async def test_error_events_inside_the_stream(fake_openai):
+    overloaded = {"error": {"message": "engine overloaded", "type": "server_error", "code": None}}
+    too_long = {"error": {"message": "prompt too long", "type": "invalid_request_error", "code": "context_length_exceeded"}}
+    fake_openai.script(RawStream([overloaded]), Reply(text="second try"), RawStream([too_long]))
+    events = await collect(fake_openai)
+    assert [e.reason for e in events if isinstance(e, Retrying)] == ["stream error: engine overloaded"]
+    with pytest.raises(BackendError, match="prompt too long") as exc:
+        await collect(fake_openai)
+    assert exc.value.kind == "request" and len(fake_openai.requests) == 3
+
+
+async def test_quota_errors_are_not_retried(fake_openai):
+    quota = {"error": {"message": "You exceeded your current quota", "type": "exceeded_current_quota_error"}}
+    fake_openai.script(Fault(429, body=quota), Reply(text="never"))
+    with pytest.raises(BackendError, match="quota or billing limit"):
+        await collect(fake_openai)
+    assert len(fake_openai.requests) == 1
+
+
+@pytest.mark.parametrize("value", ["soon", "Wed, 21 Oct 2015 07:28:00 GMT", ""])
+async def test_unusual_retry_after_values_fall_back_to_backoff(fake_openai, value):
+    fake_openai.script(Fault(429, {"Retry-After": value}), Reply(text="ok"))
+    events = await collect(fake_openai)
+    (retry,) = [e for e in events if isinstance(e, Retrying)]
+    assert 0 <= retry.delay <= 0.01  # base_delay 0.01 (a past date counts as "now")

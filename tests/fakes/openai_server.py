@@ -71,6 +71,14 @@ class Reply:
 
 
 @dataclass
+class RawStream:
+    """SSE `data:` payloads sent verbatim (dicts as JSON), for server quirks that
+    Reply cannot express: missing fields, error events, non-JSON lines."""
+
+    events: list[dict[str, Any] | str]
+
+
+@dataclass
 class Fault:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
@@ -235,13 +243,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, reply: Reply, body: dict[str, Any], completion_id: str) -> None:
+    def _stream(self, reply: Reply | RawStream, body: dict[str, Any], completion_id: str) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         # Chunked encoding makes an early close a protocol error the client notices.
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        if isinstance(reply, RawStream):
+            return self._send_events(reply.events)
         deltas, tail = _stream_events(reply, body, completion_id)
         events = deltas + tail
         if reply.drop_after is not None:
@@ -252,8 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         for i, event in enumerate(events):
             if i and reply.delay and stopping.wait(reply.delay):
                 return self._abort()
-            data = f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode()
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self._write_event(event)
         if reply.drop_after is not None:
             return self._abort()
         if reply.hang:
@@ -261,6 +270,15 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return self._abort()
         self.wfile.write(b"0\r\n\r\n")
+
+    def _send_events(self, events: list[dict[str, Any] | str]) -> None:
+        for event in events:
+            self._write_event(event)
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _write_event(self, event: dict[str, Any] | str) -> None:
+        data = f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n".encode()
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _client_gone(self) -> bool:
         readable, _, _ = select.select([self.connection], [], [], 0.05)
@@ -306,7 +324,7 @@ class FakeOpenAIServer:
         )
         self._thread.start()
 
-    def script(self, *items: Reply | Fault) -> None:
+    def script(self, *items: Reply | RawStream | Fault) -> None:
         with self._lock:
             self._script.extend(items)
 
@@ -348,7 +366,7 @@ class FakeOpenAIServer:
             self.received.append(Received(body, Headers((k.lower(), v) for k, v in headers.items())))
             return len(self.received)
 
-    def _next_response(self, body: dict[str, Any]) -> Reply | Fault:
+    def _next_response(self, body: dict[str, Any]) -> Reply | RawStream | Fault:
         with self._lock:
             item = self._script.popleft() if self._script else None
         if item is None and self.responder is not None:
