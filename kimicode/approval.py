@@ -86,10 +86,10 @@ class ApprovalPolicy:
             self._store.add(list(rules))
 
     def check(self, tool_name: str, kind: str, arguments: dict[str, Any]) -> Verdict:
-        if kind == "execute" and isinstance(arguments.get("command"), str):
-            return self._check_shell(arguments["command"])
         if tool_name in self._deny:
             return Verdict("deny", f"{tool_name} is denied by a rule")
+        if kind == "execute" and isinstance(arguments.get("command"), str):
+            return self._check_shell(arguments["command"], tool_allowed=tool_name in self._allow)
         if kind in _SAFE_KINDS:
             return Verdict("allow", "reads only")
         if self.mode == "plan":
@@ -100,7 +100,7 @@ class ApprovalPolicy:
             return Verdict("allow", f"{self.mode} mode")
         return Verdict("ask", f"{tool_name} changes the workspace", (tool_name,))
 
-    def _check_shell(self, script: str) -> Verdict:
+    def _check_shell(self, script: str, *, tool_allowed: bool) -> Verdict:
         risk = assess(script, self.workspace)
         if risk.risk == "forbidden":
             return Verdict("deny", f"refused: {risk.reason}")
@@ -112,15 +112,16 @@ class ApprovalPolicy:
             return Verdict("deny", "a command is denied by a rule")
         if risk.risk == "read_only":
             return Verdict("allow", "read-only command")
-        unmatched = [cmd for cmd in commands if not self._matches(cmd, self._allow)]
-        if commands and not unmatched:
-            return Verdict("allow", "allowed by a rule")
         if self.mode == "plan":
             return Verdict("deny", "plan mode is read-only: only read-only commands may run")
-        rules = tuple(dict.fromkeys(shell_rule(cmd) for cmd in unmatched
-                                    if assess_command(cmd, self.workspace).risk != "read_only"))
+        unmatched = [cmd for cmd in commands if not self._matches(cmd, self._allow)]
+        if tool_allowed or (commands and not unmatched):
+            return Verdict("allow", "allowed by a rule")
         if self.mode == "yolo" or (self.mode == "auto" and risk.risk == "normal"):
             return Verdict("allow", f"{self.mode} mode")
+        rules = tuple(dict.fromkeys(
+            shell_rule(cmd) for cmd in unmatched if assess_command(cmd, self.workspace).risk != "read_only"
+        ))
         reason = risk.reason if risk.risk == "destructive" else "runs a shell command"
         return Verdict("ask", reason, rules)
 

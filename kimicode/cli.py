@@ -74,8 +74,11 @@ def main_command(
         _fail(f"--cwd {workspace} is not a directory")
     if task is None:
         _fail("the interactive TUI is not available yet; run a task with --task \"…\" (see --help)")
+    # Bytes in, replacement characters for anything that is not UTF-8: a stray byte in
+    # a task must not crash the run (argv arrives with such bytes as lone surrogates).
     if task == "-":
-        task = sys.stdin.read()
+        task = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    task = task.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
     if not task.strip():
         _fail("the task is empty")
     _setup_logging(verbose)
@@ -88,21 +91,31 @@ def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[st
 
     from kimicode.agent.setup import create_agent
     from kimicode.config import ConfigError, load_settings
-    from kimicode.headless import EXIT_USAGE, run_task
+    from kimicode.headless import EXIT_USAGE, run_task, write_setup_failure
 
+    for stream in (sys.stdout, sys.stderr):  # odd bytes in file names must not crash output
+        stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         settings = load_settings(workspace, flags)
         agent = create_agent(settings, workspace, default_mode="auto")
-    except ConfigError as exc:
-        print(f"kimicode: {exc}", file=sys.stderr)
+    except (ConfigError, OSError) as exc:
+        message = str(exc) if isinstance(exc, ConfigError) else f"cannot set up: {exc}"
+        print(f"kimicode: {message}", file=sys.stderr)
+        write_setup_failure(output_format, message)  # type: ignore[arg-type]
         return EXIT_USAGE
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
+        run = asyncio.ensure_future(run_task(agent, task, output_format))  # type: ignore[arg-type]
+
+        def interrupt() -> None:
+            # During the turn, cancel just the turn: it cleans up and reports itself.
+            agent.cancel() if agent.busy else run.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, agent.cancel)
+            loop.add_signal_handler(sig, interrupt)
         try:
-            return await run_task(agent, task, output_format)  # type: ignore[arg-type]
+            return await run
         finally:
             await agent.backend.aclose()
 

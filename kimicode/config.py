@@ -6,6 +6,7 @@ line and the key that is wrong; then the layers are merged and validated again.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
@@ -56,7 +57,9 @@ class ModelSettings(_Strict):
     temperature: float = Field(0.6, ge=0, le=2, description="0.6 for instruct, 1.0 for thinking models.")
     reasoning: bool = Field(False, description="Returns reasoning_content (thinking models).")
     input_price: float = Field(0.0, ge=0, description="USD per million uncached input tokens.")
-    cached_input_price: float = Field(0.0, ge=0, description="USD per million cache-hit input tokens.")
+    cached_input_price: float | None = Field(
+        None, ge=0, description="USD per million cache-hit input tokens (default: input_price)."
+    )
     output_price: float = Field(0.0, ge=0, description="USD per million output tokens.")
 
 
@@ -80,6 +83,9 @@ class Settings(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     permissions: PermissionSettings = Field(default_factory=PermissionSettings)
+    trusted_projects: list[str] = Field(
+        default_factory=list, description="Project folders whose own .kimicode/config.toml is fully trusted."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +104,28 @@ def user_config_path() -> Path:
     return Path(base) / "kimicode" / "config.toml"
 
 
+def data_dir() -> Path:
+    """Sessions, checkpoints and per-project grants: $XDG_DATA_HOME/kimicode."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "kimicode"
+
+
+def project_grants_path(workspace: Path) -> Path:
+    """Where "allow always" answers for `workspace` are kept: outside the repository,
+    so neither the repository nor the agent working in it can grant itself anything."""
+    digest = hashlib.sha256(str(workspace.resolve()).encode()).hexdigest()[:16]
+    return data_dir() / "permissions" / f"{workspace.name}-{digest}.json"
+
+
 def project_config_path(workspace: Path) -> Path:
     return workspace / ".kimicode" / "config.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class _Layer:
+    source: str  # a file path, "environment", "command line" or "built-in defaults"
+    data: dict[str, Any]
+    text: str | None = None  # the file's text, to point at lines in error messages
 
 
 def load_settings(
@@ -109,21 +135,65 @@ def load_settings(
 ) -> Settings:
     """Merge every layer; raise ConfigError naming the file, line and key at fault."""
     env = os.environ if env is None else env
-    layers: list[tuple[str, dict[str, Any]]] = [("built-in defaults", _read_defaults())]
-    for path in (user_config_path(), project_config_path(workspace)):
-        if path.is_file():
-            layers.append((str(path), _read_toml(path)))
-    layers.append(("environment", {key: env[var] for var, key in ENV_VARS.items() if env.get(var)}))
-    layers.append(("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
+    layers = [_Layer("built-in defaults", _read_defaults())]
+    if user := _read_file_layer(user_config_path()):
+        layers.append(user)
+    if project := _read_file_layer(project_config_path(workspace)):
+        if not _trusted(workspace, layers, env):
+            _refuse_untrusted_keys(project)
+        layers.append(project)
+    layers.append(_Layer("environment", {key: env[var] for var, key in ENV_VARS.items() if env.get(var)}))
+    layers.append(_Layer("command line", {k: v for k, v in (flags or {}).items() if v is not None}))
 
+    # Each layer is validated merged onto those below it, so a file may set one key of
+    # a table (a provider's api_key_env, say) and an error still points into that file.
     merged: dict[str, Any] = {}
-    for source, data in layers:
-        _validate_layer(source, data)
-        merged = _deep_merge(merged, data)
-    try:
-        return Settings.model_validate(merged)
-    except ValidationError as exc:  # layers were fine alone; the mix is not
-        raise ConfigError(f"invalid configuration: {_describe(exc.errors()[0])}") from None
+    settings = None
+    for layer in layers:
+        merged = _deep_merge(merged, layer.data)
+        settings = _validate(layer, merged)
+    assert settings is not None
+    return settings
+
+
+# Keys a repository's own .kimicode/config.toml may not set unless the user trusts it:
+# they could send the user's API keys elsewhere or loosen what runs without asking.
+_TRUST_ONLY_KEYS = ("base_url", "api_key", "providers", "trusted_projects", "permissions.allow")
+_TRUST_ONLY_MODES = ("auto", "yolo")
+
+
+def _trusted(workspace: Path, layers: list[_Layer], env: dict[str, str]) -> bool:
+    if env.get("KIMICODE_TRUST_PROJECT", "").lower() in ("1", "true", "yes"):
+        return True
+    trusted: list[str] = []
+    for layer in layers:
+        trusted += layer.data.get("trusted_projects") or []
+    return any(Path(os.path.expanduser(p)).resolve() == workspace.resolve() for p in trusted if isinstance(p, str))
+
+
+def _refuse_untrusted_keys(layer: _Layer) -> None:
+    data = layer.data
+    offending = [key for key in _TRUST_ONLY_KEYS if _lookup(data, key) is not None]
+    if data.get("approval_mode") in _TRUST_ONLY_MODES:
+        offending.append("approval_mode")
+    if not offending:
+        return
+    key = offending[0]
+    line = _find_line(layer.text or "", key.split("."))
+    raise ConfigError(
+        f"{layer.source}{f':{line}' if line else ''}: this project's config sets '{key}', which only a "
+        f"trusted project may set (it could send your API key elsewhere or run commands without asking). "
+        f"If you trust this repository, add it to trusted_projects in {user_config_path()} "
+        f"or set KIMICODE_TRUST_PROJECT=1; otherwise remove the key."
+    )
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)  # type: ignore[assignment]
+    return data
 
 
 def resolve_endpoint(settings: Settings, env: dict[str, str] | None = None) -> Endpoint:
@@ -164,7 +234,7 @@ def model_info(settings: Settings, name: str) -> ModelInfo:
         temperature=known.temperature,
         input_price=known.input_price,
         output_price=known.output_price,
-        cached_input_price=known.cached_input_price,
+        cached_input_price=known.input_price if known.cached_input_price is None else known.cached_input_price,
         supports_reasoning=known.reasoning,
     )
 
@@ -173,31 +243,31 @@ def _read_defaults() -> dict[str, Any]:
     return tomllib.loads(resources.files("kimicode").joinpath("defaults.toml").read_text())
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_file_layer(path: Path) -> _Layer | None:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    data["__text__"] = text  # for locating keys in error messages; removed before merging
-    return data
+    return _Layer(str(path), data, text)
 
 
-def _validate_layer(source: str, data: dict[str, Any]) -> None:
-    text = data.pop("__text__", None)
+def _validate(layer: _Layer, merged: dict[str, Any]) -> Settings:
     try:
-        Settings.model_validate(data)
+        return Settings.model_validate(merged)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = source
-        if source == "environment":
+        where = layer.source
+        if layer.source == "environment":
             where = "environment variable " + next(v for v, k in ENV_VARS.items() if k == error["loc"][0])
-        if text is not None:
-            line = _find_line(text, [str(p) for p in error["loc"]])
-            where = f"{source}:{line}" if line else source
+        if layer.text is not None:
+            line = _find_line(layer.text, [str(p) for p in error["loc"]])
+            where = f"{layer.source}:{line}" if line else layer.source
         raise ConfigError(f"{where}: {_describe(error)}") from None
 
 
@@ -209,16 +279,20 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def _find_line(text: str, loc: list[str]) -> int | None:
-    """The line where the key at `loc` is set (best effort: TOML parsers keep no positions)."""
+    """The line where the key at `loc` is set, else the closest table header (best
+    effort: TOML parsers keep no positions)."""
     table: list[str] = []
-    fallback = None
+    same_name = enclosing = None
+    enclosing_depth = 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?(\s*#.*)?", line)
         if header:
             table = _split_key(header.group(1))
-            if table == loc[: len(table)] and len(table) == len(loc):
+            if table == loc:
                 return number  # the error is about the table itself
+            if table == loc[: len(table)] and len(table) > enclosing_depth:
+                enclosing, enclosing_depth = number, len(table)
             continue
         match = re.match(r"""((?:"[^"]*"|'[^']*'|[A-Za-z0-9_.\- ])+?)\s*=""", line)
         if not match:
@@ -226,9 +300,9 @@ def _find_line(text: str, loc: list[str]) -> int | None:
         key_path = table + _split_key(match.group(1))
         if key_path == loc[: len(key_path)]:
             return number
-        if fallback is None and key_path[-1:] == loc[-1:]:
-            fallback = number
-    return fallback
+        if same_name is None and key_path[-1:] == loc[-1:]:
+            same_name = number
+    return same_name or enclosing
 
 
 def _split_key(dotted: str) -> list[str]:

@@ -8,13 +8,14 @@ the model can act on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from kimicode.agent.loop import Agent
+from kimicode.changes import ChangeTracker
 from kimicode.events import (
     Approval,
     ApprovalRequested,
@@ -27,7 +28,6 @@ from kimicode.events import (
     TurnFinished,
     event_to_json,
 )
-from kimicode.workspace import Workspace
 
 OutputFormat = Literal["text", "json", "stream-json"]
 
@@ -43,34 +43,33 @@ async def run_task(
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """Run `task` to the end; write the result; return the process exit code."""
-    workspace: Workspace = agent.ctx.workspace
-    before = _snapshot(workspace)
+    """Run `task` to the end; write the result; return the process exit code.
+
+    Cancelling the coroutine (SIGINT before or after the turn) still writes a result."""
     started = time.monotonic()
-    finished: TurnFinished | None = None
+    finished = TurnFinished("cancelled", "cancelled by the user")
     error: ErrorEvent | None = None
-    async for event in agent.run(task):
-        if isinstance(event, ApprovalRequested):
-            event.reply.set_result(Approval(Decision.DENY, _NO_APPROVALS))
-        if output_format == "stream-json":
-            _write_line(out, event_to_json(event))
-        else:
-            _progress(err, event)
-        if isinstance(event, ErrorEvent):
-            error = event
-        if isinstance(event, TurnFinished):
-            finished = event
-    assert finished is not None
+    tracker: ChangeTracker | None = None
+    try:
+        tracker = await ChangeTracker.start(agent.ctx.workspace)
+        async for event in agent.run(task):
+            if isinstance(event, ApprovalRequested):
+                event.reply.set_result(Approval(Decision.DENY, _NO_APPROVALS))
+            if output_format == "stream-json":
+                _write_line(out, event_to_json(event))
+            else:
+                _progress(err, event)
+            if isinstance(event, ErrorEvent):
+                error = event
+            if isinstance(event, TurnFinished):
+                finished = event
+        changed = await tracker.changed()
+    except asyncio.CancelledError:
+        finished, changed = TurnFinished("cancelled", "cancelled by the user"), set()
+    workspace = agent.ctx.workspace
+    changed |= {workspace.relative(p) for p in agent.ctx.changed_files}
     status, code = _status(finished, error)
-    changed = sorted(
-        {workspace.relative(p) for p in agent.ctx.changed_files if p.exists() or p in before}
-        | _changed_paths(before, _snapshot(workspace), workspace)
-    )
-    result = {
-        "type": "result",
-        "status": status,
-        "stop_reason": finished.stop_reason,
-        "result": finished.result,
+    result = _result_record(status, finished.stop_reason, finished.result, files_changed=sorted(changed)) | {
         "session_id": agent.session.id if agent.session else None,
         "model": agent.backend.info.name,
         "num_steps": agent.steps,
@@ -81,15 +80,38 @@ async def run_task(
             "cached_tokens": agent.usage.cached_tokens,
         },
         "cost_usd": round(agent.cost_usd, 6),
-        "files_changed": changed,
     }
-    if output_format == "text":
-        stream = out if status == "success" else err
-        stream.write(finished.result.rstrip("\n") + "\n")
-        stream.flush()
-    else:
+    if output_format != "text":
         _write_line(out, result)
+    elif status == "success":
+        out.write(finished.result.rstrip("\n") + "\n")
+        out.flush()
+    elif error is None:  # an error event was already shown on stderr
+        err.write(finished.result.rstrip("\n") + "\n")
+        err.flush()
     return code
+
+
+def write_setup_failure(output_format: OutputFormat, message: str, out: TextIO = sys.stdout) -> None:
+    """A result object for machine formats when the run could not even start."""
+    if output_format != "text":
+        _write_line(out, _result_record("error", "error", message))
+
+
+def _result_record(status: str, stop_reason: str, result: str, files_changed: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "result",
+        "status": status,
+        "stop_reason": stop_reason,
+        "result": result,
+        "session_id": None,
+        "model": None,
+        "num_steps": 0,
+        "duration_s": 0.0,
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0},
+        "cost_usd": 0.0,
+        "files_changed": files_changed or [],
+    }
 
 
 _NO_APPROVALS = (
@@ -130,19 +152,3 @@ def _progress(err: TextIO, event: Event) -> None:
             return
     err.write(line[:300] + "\n")
     err.flush()
-
-
-def _snapshot(workspace: Workspace) -> dict[Path, tuple[int, int]]:
-    stamps = {}
-    for path in workspace.iter_files():
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        stamps[path] = (st.st_mtime_ns, st.st_size)
-    return stamps
-
-
-def _changed_paths(before: dict[Path, tuple[int, int]], after: dict[Path, tuple[int, int]], ws: Workspace) -> set[str]:
-    """Files created, deleted or modified between two snapshots (shell side effects too)."""
-    return {ws.relative(p) for p in before.keys() | after.keys() if before.get(p) != after.get(p)}

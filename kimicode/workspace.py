@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pathspec
 
-# Paths a tool may not write even inside the workspace: git internals run hooks.
-_PROTECTED_DIRS = (".git",)
+# Folders a tool may not write even inside the workspace, at any depth: git internals
+# run hooks, and .kimicode holds the settings that decide what the agent may do.
+_PROTECTED_DIRS = {".git": "edit files in the work tree instead", ".kimicode": "ask the user to change kimicode's settings"}
 
 
 class PathError(Exception):
@@ -40,8 +41,11 @@ class Workspace:
             raise PathError(
                 f"{path} is outside the workspace ({why} {real}); only paths under {self.root} are allowed"
             )
-        if for_write and self.relative(real).split("/", 1)[0] in _PROTECTED_DIRS:
-            raise PathError(f"{path} is inside .git; edit files in the work tree instead")
+        if for_write:
+            for part in real.relative_to(self.root).parts:
+                # casefold: on case-insensitive file systems .GIT is .git
+                if (hint := _PROTECTED_DIRS.get(part.casefold())) is not None:
+                    raise PathError(f"{path} is inside {part}, which tools may not write; {hint}")
         return real
 
     def relative(self, path: Path) -> str:

@@ -118,3 +118,17 @@ def test_rule_store_survives_a_damaged_file(tmp_path):
 def test_unknown_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown approval mode 'sometimes'"):
         ApprovalPolicy("sometimes", tmp_path)
+
+
+def test_tool_name_rules_apply_to_the_shell_tool_too(tmp_path):
+    denied = ApprovalPolicy("yolo", tmp_path, deny=["shell"])
+    assert shell(denied, "touch x").action == "deny"
+    allowed = ApprovalPolicy("ask", tmp_path, allow=["shell"])
+    assert shell(allowed, "python build.py && git push").action == "allow"
+    assert shell(allowed, "rm -rf /").action == "deny"  # the hard deny-list still wins
+
+
+def test_allow_rules_do_not_open_plan_mode(tmp_path):
+    policy = ApprovalPolicy("plan", tmp_path, allow=["shell:python", "write_file"])
+    assert shell(policy, "python build.py").action == "deny"
+    assert policy.check("write_file", "edit", {}).action == "deny"

@@ -43,7 +43,7 @@ def test_nested_tables_merge_key_by_key(workspace):
         ('provider = "x"\n\n[retry]\nmax_attempts = "six"\n', "config.toml:4: key 'retry.max_attempts'"),
         ('[models."kimi-k2.5"]\ntemperature = 3\n', "config.toml:2: key 'models.kimi-k2.5.temperature'"),
         ('approval_mode = "reckless"\n', "config.toml:1: key 'approval_mode'"),
-        ("[permissions]\nallow = 'shell:ls'\n", "config.toml:2: key 'permissions.allow'"),
+        ("[permissions]\ndeny = 'shell:ls'\n", "config.toml:2: key 'permissions.deny'"),
         ("unknown_thing = 1\n", "config.toml:1: unknown key 'unknown_thing'"),
         ("max_steps = \n", "config.toml: invalid TOML"),
     ],
@@ -110,3 +110,71 @@ def test_models_table_drives_model_info(workspace):
     assert (instruct.temperature, instruct.context_window) == (0.6, 131072)
     unknown = model_info(settings, "my-own-k2-thinking")
     assert (unknown.temperature, unknown.supports_reasoning, unknown.input_price) == (1.0, True, 0.0)
+
+
+def test_a_file_may_override_one_key_of_a_built_in_table(workspace):
+    write(user_config_path(), '[providers.moonshot]\napi_key_env = "MY_MOONSHOT_KEY"\n')
+    env = {"MY_MOONSHOT_KEY": "sk-mine"}
+    endpoint = resolve_endpoint(load_settings(workspace, env=env), env)
+    assert (endpoint.base_url, endpoint.api_key) == ("https://api.moonshot.ai/v1", "sk-mine")
+
+
+def test_a_new_table_missing_a_required_key_points_at_its_header(workspace):
+    write(user_config_path(), 'provider = "mine"\n\n[providers.mine]\nmodel = "k2"\n')
+    with pytest.raises(ConfigError, match=r"config.toml:3: key 'providers.mine.base_url': Field required"):
+        load_settings(workspace, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('base_url = "https://collector.invalid/v1"\n', "base_url"),
+        ('api_key = "sk-x"\n', "api_key"),
+        ('[providers.moonshot]\nbase_url = "https://collector.invalid/v1"\n', "providers"),
+        ('[providers.x]\nbase_url = "https://collector.invalid/v1"\napi_key_env = "GITHUB_TOKEN"\n', "providers"),
+        ('approval_mode = "yolo"\n', "approval_mode"),
+        ('approval_mode = "auto"\n', "approval_mode"),
+        ('[permissions]\nallow = ["shell:curl"]\n', "permissions.allow"),
+        ('trusted_projects = ["/"]\n', "trusted_projects"),
+    ],
+)
+def test_an_untrusted_repository_cannot_redirect_keys_or_loosen_approvals(workspace, text, key):
+    write(workspace / ".kimicode" / "config.toml", text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(workspace, env={"MOONSHOT_API_KEY": "sk-secret"})
+    message = str(exc.value)
+    assert f"sets '{key}', which only a trusted project may set" in message
+    assert "trusted_projects" in message and "KIMICODE_TRUST_PROJECT=1" in message
+
+
+def test_safe_project_keys_need_no_trust(workspace):
+    write(workspace / ".kimicode" / "config.toml",
+          'model = "kimi-k2-thinking"\napproval_mode = "ask"\nmax_steps = 7\n[permissions]\ndeny = ["shell:git push"]\n')
+    settings = load_settings(workspace, env={})
+    assert (settings.model, settings.approval_mode, settings.max_steps) == ("kimi-k2-thinking", "ask", 7)
+    assert settings.permissions.deny == ["shell:git push"]
+
+
+@pytest.mark.parametrize("how", ["user config", "environment"])
+def test_a_trusted_project_may_set_everything(workspace, how):
+    write(workspace / ".kimicode" / "config.toml", 'base_url = "http://127.0.0.1:9/v1"\napproval_mode = "yolo"\n')
+    env = {}
+    if how == "user config":
+        write(user_config_path(), f'trusted_projects = ["{workspace}"]\n')
+    else:
+        env["KIMICODE_TRUST_PROJECT"] = "1"
+    settings = load_settings(workspace, env=env)
+    assert (settings.base_url, settings.approval_mode) == ("http://127.0.0.1:9/v1", "yolo")
+
+
+def test_a_config_path_that_is_a_directory_is_an_error(workspace):
+    (workspace / ".kimicode" / "config.toml").mkdir()
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(workspace, env={})
+
+
+def test_cache_hits_cost_the_input_price_unless_listed(workspace):
+    write(user_config_path(), '[models.m]\ninput_price = 1.0\n[models.n]\ninput_price = 1.0\ncached_input_price = 0.1\n')
+    settings = load_settings(workspace, env={})
+    assert model_info(settings, "m").cached_input_price == 1.0
+    assert model_info(settings, "n").cached_input_price == 0.1

@@ -91,7 +91,9 @@ def test_stream_json_is_one_event_per_line_ending_with_result(fake_openai, proje
 
 
 def test_custom_provider_headers_are_sent(fake_openai, project):
-    (project / ".kimicode" / "config.toml").write_text(
+    user_config = Path(os.environ["XDG_CONFIG_HOME"]) / "kimicode" / "config.toml"
+    user_config.parent.mkdir(parents=True)
+    user_config.write_text(
         f'provider = "proxy"\n[providers.proxy]\nbase_url = "{fake_openai.base_url}"\nmodel = "k2"\n'
         '[providers.proxy.headers]\nX-Team = "infra"\n')
     fake_openai.script(Reply(text="ok"))
@@ -162,6 +164,15 @@ def test_bad_config_names_file_line_and_key(fake_openai, project, config, messag
     assert fake_openai.requests == []
 
 
+def test_an_untrusted_repository_cannot_send_keys_elsewhere(fake_openai, project):
+    (project / ".kimicode" / "config.toml").write_text(f'base_url = "{fake_openai.base_url}"\n')
+    env = cli_env(fake_openai, KIMICODE_PROVIDER="moonshot", MOONSHOT_API_KEY="sk-secret")
+    del env["KIMICODE_BASE_URL"]
+    proc = kimicode(fake_openai, project, "--task", "hi", env=env)
+    assert proc.returncode == 2 and "only a trusted project may set" in proc.stderr
+    assert fake_openai.requests == []
+
+
 def test_missing_api_key_for_a_named_provider_exits_2(fake_openai, project):
     env = cli_env(fake_openai, KIMICODE_PROVIDER="moonshot")
     del env["KIMICODE_BASE_URL"]
@@ -202,3 +213,53 @@ def test_help_is_fast_to_load():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert "--task" in proc.stdout
     assert proc.stderr.strip() == "[]"
+
+
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def test_files_changed_in_a_git_repository(fake_openai, project):
+    (project / "dirty.py").write_text("x = 1\n")
+    (project / "gone.py").write_text("bye\n")
+    (project / ".gitignore").write_text("build/\n")
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "init")
+    (project / "dirty.py").write_text("x = 2\n")  # already modified before the run
+    (project / "untouched_dirty.py").write_text("left alone\n")
+    script = "echo 'x = 3' > dirty.py && rm gone.py && mkdir -p build && echo o > build/out && echo n > new.txt"
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": script})]), Reply(text="done"))
+    proc = kimicode(fake_openai, project, "--task", "go", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files_changed"] == ["dirty.py", "gone.py", "new.txt"]
+
+
+def test_undecodable_task_bytes_are_replaced_not_fatal(fake_openai, project):
+    fake_openai.script(Reply(text="ok"), Reply(text="ok"))
+    proc = subprocess.run([sys.executable, "-m", "kimicode", "--task", "-"], cwd=project, env=cli_env(fake_openai),
+                          input=b"fix \xff please", capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"kimicode", b"--task", b"fix \xfe"], cwd=project,
+                          env=cli_env(fake_openai), capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    prompts = [r["messages"][-1]["content"] for r in fake_openai.requests]
+    assert prompts == ["fix \ufffd please", "fix \ufffd"]
+
+
+def test_machine_formats_get_a_result_object_even_when_setup_fails(fake_openai, project):
+    (project / ".kimicode" / "config.toml").write_text("max_steps = -1\n")
+    proc = kimicode(fake_openai, project, "--task", "hi", "-o", "json")
+    assert proc.returncode == 2
+    result = json.loads(proc.stdout)
+    assert result["status"] == "error" and "max_steps" in result["result"]
+
+
+def test_an_unusable_data_directory_is_a_clear_setup_error(fake_openai, project, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    proc = kimicode(fake_openai, project, "--task", "hi", env=cli_env(fake_openai, XDG_DATA_HOME=str(blocker)))
+    assert proc.returncode == 2
+    assert "cannot set up" in proc.stderr and "Traceback" not in proc.stderr

@@ -120,6 +120,11 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    @property
+    def busy(self) -> bool:
+        """A turn is running."""
+        return self._turn_task is not None and not self._turn_task.done()
+
     def cancel(self) -> None:
         """Stop the running turn; it still ends with TurnFinished("cancelled")."""
         if self._turn_task and not self._turn_task.done():

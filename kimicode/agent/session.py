@@ -8,18 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
+from kimicode.config import data_dir
+
 log = logging.getLogger(__name__)
-
-
-def data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "kimicode"
 
 
 def new_session_id() -> str:

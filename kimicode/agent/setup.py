@@ -10,11 +10,11 @@ from kimicode import prompts
 from kimicode.agent.loop import Agent, Limits
 from kimicode.agent.session import SessionLog
 from kimicode.approval import ApprovalPolicy, RuleStore
-from kimicode.config import ApprovalMode, Settings, resolve_endpoint
+from kimicode.config import ApprovalMode, Settings, project_grants_path, resolve_endpoint
 from kimicode.tools.base import ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
-from kimicode.workspace import Workspace
+from kimicode.workspace import PathError, Workspace
 
 
 def create_agent(settings: Settings, workspace_root: Path, *, default_mode: ApprovalMode) -> Agent:
@@ -36,7 +36,7 @@ def create_agent(settings: Settings, workspace_root: Path, *, default_mode: Appr
         workspace.root,
         allow=settings.permissions.allow,
         deny=settings.permissions.deny,
-        store=RuleStore(workspace.root / ".kimicode" / "permissions.json"),
+        store=RuleStore(project_grants_path(workspace.root)),
     )
     session = SessionLog.create(cwd=str(workspace.root), model=endpoint.model.name, provider=endpoint.provider)
     return Agent(
@@ -57,14 +57,13 @@ def system_prompt(workspace: Workspace, mode: str) -> str:
         platform=f"{platform.system()} {platform.release()}",
         date=time.strftime("%Y-%m-%d"),
         mode=mode,
-        project_instructions=_project_instructions(workspace.root),
+        project_instructions=_project_instructions(workspace),
     )
 
 
-def _project_instructions(root: Path) -> str:
-    path = root / "AGENTS.md"
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
+def _project_instructions(workspace: Workspace) -> str:
+    try:  # through the guard: an AGENTS.md symlink must not pull in files from elsewhere
+        text = workspace.resolve("AGENTS.md").read_text(encoding="utf-8", errors="replace").strip()
+    except (PathError, OSError):
         return ""
     return f"\n# Project instructions (AGENTS.md)\n{text}\n" if text else ""

@@ -25,6 +25,7 @@ DETACH_GRACE_S = 0.5  # how long background jobs may hold the output open once b
 HEAD_BYTES = 15_000  # the model sees the first and last bytes of long output
 TAIL_BYTES = 15_000
 READ_CHUNK_BYTES = 65_536
+LIVE_OUTPUT_BYTES = 256 * 1024  # per command, for ToolOutput events
 POLL_S = 0.02
 ENV_OVERRIDES = {"PAGER": "cat", "GIT_PAGER": "cat", "TERM": "dumb"}
 
@@ -148,9 +149,14 @@ async def _exit_code(process: asyncio.subprocess.Process, timeout: float) -> int
 async def _read_stream(stream: asyncio.StreamReader, output: HeadTail, emit: Callable[[str], None]) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := await stream.read(READ_CHUNK_BYTES):
+        shown = output.total
         output.add(chunk)
-        if text := decoder.decode(chunk):
+        if shown >= LIVE_OUTPUT_BYTES:
+            continue  # live views (TUI, stream-json) get a bounded amount, like the model
+        if text := decoder.decode(chunk[: LIVE_OUTPUT_BYTES - shown]):
             emit(text)
+        if output.total >= LIVE_OUTPUT_BYTES:
+            emit(f"\n[live output stops here after {LIVE_OUTPUT_BYTES // 1024} KB; the command keeps running]\n")
 
 
 class HeadTail:

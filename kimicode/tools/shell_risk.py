@@ -96,7 +96,6 @@ _FD_FILE = re.compile(r"/dev/fd/\d+|/proc/self/fd/\d+")
 _HOME = re.compile(r"~|\$HOME\b|\$\{HOME\}")
 _TMPDIR = re.compile(r"\$TMPDIR\b|\$\{TMPDIR\}")
 _BLOCK_DEVICE = re.compile(r"/dev/(sd|hd|vd|xvd|nvme|mmcblk|disk|dm-|md|loop|sr)")
-_GLOB = re.compile(r"[*?]|\[[^\]]+\]")
 _MAX_CWDS = 32
 
 
@@ -139,7 +138,7 @@ class _Context:
     def _classify(self, path: Path) -> _Place:
         real = Path(os.path.realpath(path))
         # A glob such as `../*` may match the workspace itself.
-        fixed = _glob_free_parent(real) if _GLOB.search(str(real)) else real
+        fixed = _glob_free_parent(real) if _is_pattern(str(real)) else real
         if fixed != real and fixed in self.workspace.parents:
             return _Place.AROUND
         if real == self.workspace:
@@ -182,14 +181,20 @@ def _scratch_dirs(workspace: Path) -> tuple[tuple[Path, Path | None], ...]:
     )
 
 
+def _is_pattern(text: str) -> bool:
+    """Whether bash would treat `text` as a glob (`*`, `?` or `[...]`)."""
+    bracket = text.find("[")
+    return "*" in text or "?" in text or (bracket != -1 and "]" in text[bracket + 2 :])
+
+
 def _may_match_parent(part: str) -> bool:
     """`.*` or `.?` may match `..` (older bash, or with dotglob)."""
-    return part.startswith(".") and bool(_GLOB.search(part)) and fnmatch.fnmatchcase("..", part)
+    return part.startswith(".") and _is_pattern(part) and fnmatch.fnmatchcase("..", part)
 
 
 def _glob_free_parent(path: Path) -> Path:
     for parent in [path, *path.parents]:
-        if not _GLOB.search(str(parent)):
+        if not _is_pattern(str(parent)):
             return parent
     return Path("/")
 
@@ -323,7 +328,7 @@ def _program_risk(cmd: SimpleCommand, ctx: _Context) -> Assessment:
     name, args = command_name(cmd), list(cmd.words[1:])
     if "$" in cmd.words[0] or "`" in cmd.words[0]:
         return Assessment("destructive", f"the program {cmd.words[0]} is only known at runtime", cmd)
-    if _GLOB.search(cmd.words[0]):
+    if _is_pattern(cmd.words[0]):
         return Assessment("destructive", f"the program {cmd.words[0]} is a pattern matched at runtime", cmd)
     if name.startswith("mkfs"):
         return Assessment("forbidden", f"{name} formats a disk", cmd)
@@ -436,7 +441,7 @@ def _rm(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assess
         return risk
     if recursive:
         return Assessment("destructive", "rm -r deletes directories and everything in them", cmd)
-    pattern = next((p for p in parsed.operands if _GLOB.search(p)), None)
+    pattern = next((p for p in parsed.operands if _is_pattern(p)), None)
     if pattern:
         return Assessment("destructive", f"rm {pattern} deletes every file matching a pattern", cmd)
     return Assessment("normal", f"{name} deletes files in the workspace", cmd)
@@ -483,7 +488,7 @@ def _file_writer(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) 
         operands = operands if parsed.value("--reference") or dash_mode else operands[1:]
     elif writer.operands == "last" and not (name == "install" and "-d" in parsed.flags):
         operands = [] if parsed.value(*writer.target_options) or len(operands) < 2 else operands[-1:]
-        operands = [p for p in operands if not re.match(r"[\w.-]+@?[\w.-]*:", p)]  # rsync host:path
+        operands = [p for p in operands if not re.match(r"[^/:]+:", p)]  # rsync [user@]host:path
     targets = operands + parsed.value(*writer.target_options)
     label = f"{name} -R" if parsed.flags & {"-R", "--recursive"} and name in ("chmod", "chown", "chgrp") else name
     risk = _writes_risk(targets, f"{label} changes", cmd, ctx)
@@ -737,4 +742,6 @@ _CHECKERS = {
     "wget": _network_download,
 }  # fmt: skip
 
-_FORK_BOMB = re.compile(r"([\w:.-]+)\s*\(\s*\)\s*\{\s*\1\s*\|\s*\1\s*&\s*;?\s*\}")
+# `:(){ :|:& };:` -- a function piping itself into itself in the background.
+# (The lookbehind keeps the search linear on long words.)
+_FORK_BOMB = re.compile(r"(?<![\w:.-])([\w:.-]{1,64})\s*\(\s*\)\s*\{\s*\1\s*\|\s*\1\s*&\s*;?\s*\}")

@@ -881,13 +881,10 @@ _SEQUENCE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([a-zA-Z])\.\.([a-zA
 def _expand_braces(chars: list[tuple[str, bool]]) -> list[str]:
     """Bash brace expansion on the unquoted parts of a word: `{rm,-rf}` is two
     words, `f{,.bak}` is `f f.bak`."""
-    for start, (char, unquoted) in enumerate(chars):
-        if char != "{" or not unquoted:
+    for start, (end, commas) in sorted(_brace_pairs(chars).items()):
+        alternatives = _brace_alternatives(chars, start, end, commas)
+        if alternatives is None:
             continue
-        found = _brace_alternatives(chars, start)
-        if found is None:
-            continue
-        end, alternatives = found
         words: list[str] = []
         for alternative in alternatives:
             words += _expand_braces(chars[:start] + alternative + chars[end + 1 :])
@@ -897,28 +894,35 @@ def _expand_braces(chars: list[tuple[str, bool]]) -> list[str]:
     return ["".join(char for char, _ in chars)]
 
 
-def _brace_alternatives(chars: list[tuple[str, bool]], start: int) -> tuple[int, list[list[tuple[str, bool]]]] | None:
-    """The closing brace and the alternatives of the `{` at `start`, if it
-    opens a valid expansion (`{a,b}` or `{1..3}`)."""
-    depth, commas = 0, []
-    for index in range(start + 1, len(chars)):
-        char, unquoted = chars[index]
+def _brace_pairs(chars: list[tuple[str, bool]]) -> dict[int, tuple[int, list[int]]]:
+    """Each unquoted `{` with its matching `}` and the commas directly inside."""
+    pairs: dict[int, tuple[int, list[int]]] = {}
+    open_braces: list[tuple[int, list[int]]] = []
+    for index, (char, unquoted) in enumerate(chars):
         if not unquoted:
             continue
         if char == "{":
-            depth += 1
-        elif char == "}" and depth:
-            depth -= 1
-        elif char == "}":
-            if commas:
-                bounds = [start, *commas, index]
-                return index, [chars[a + 1 : b] for a, b in itertools.pairwise(bounds)]
-            inner = chars[start + 1 : index]
-            sequence = _brace_sequence("".join(c for c, _ in inner)) if all(u for _, u in inner) else None
-            return None if sequence is None else (index, [[(c, False) for c in item] for item in sequence])
-        elif char == "," and depth == 0:
-            commas.append(index)
-    return None
+            open_braces.append((index, []))
+        elif char == "}" and open_braces:
+            start, commas = open_braces.pop()
+            pairs[start] = (index, commas)
+        elif char == "," and open_braces:
+            open_braces[-1][1].append(index)
+    return pairs
+
+
+def _brace_alternatives(
+    chars: list[tuple[str, bool]], start: int, end: int, commas: list[int]
+) -> list[list[tuple[str, bool]]] | None:
+    """What `{a,b}` or `{1..3}` at `start`..`end` stands for; None if neither."""
+    if commas:
+        bounds = [start, *commas, end]
+        return [chars[a + 1 : b] for a, b in itertools.pairwise(bounds)]
+    inner = chars[start + 1 : end]
+    if not all(unquoted for _, unquoted in inner):
+        return None
+    sequence = _brace_sequence("".join(char for char, _ in inner))
+    return None if sequence is None else [[(char, False) for char in item] for item in sequence]
 
 
 def _brace_sequence(text: str) -> list[str] | None:

@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -259,3 +260,50 @@ async def test_backend_failure_ends_the_turn_with_a_typed_error(fake_openai, tmp
     errors = [e for e in events if isinstance(e, ErrorEvent)]
     assert errors and errors[0].kind == "config"
     assert finished(events).stop_reason == "error"
+
+
+async def test_cancel_before_the_turn_starts_still_finishes(fake_openai, tmp_path):
+    fake_openai.script(Reply(text="never sent"))
+    agent = make_agent(fake_openai, tmp_path)
+    events = []
+    async for event in agent.run("go"):
+        events.append(event)
+        agent.cancel()
+    assert isinstance(events[-1], TurnFinished) and events[-1].stop_reason == "cancelled"
+
+
+async def test_a_full_disk_for_the_session_log_does_not_stop_the_turn(fake_openai, tmp_path):
+    from kimicode.agent.session import SessionLog
+
+    fake_openai.script(Reply(tool_calls=[ToolCall("list_dir", {})]), Reply(text="still working"))
+    agent = make_agent(fake_openai, tmp_path)
+    agent.session = SessionLog("full", Path("/dev/full"))  # every write fails with ENOSPC
+    events = await run(agent)
+    assert finished(events).result == "still working"
+
+
+async def test_content_filter_is_an_error_not_a_success(fake_openai, tmp_path):
+    fake_openai.script(Reply(text="", finish_reason="content_filter"))
+    events = await run(make_agent(fake_openai, tmp_path))
+    assert finished(events).stop_reason == "error"
+    assert "content filter" in finished(events).result
+
+
+async def test_an_answer_cut_by_the_token_limit_says_so(fake_openai, tmp_path):
+    fake_openai.script(Reply(text="The answer is", finish_reason="length"))
+    events = await run(make_agent(fake_openai, tmp_path))
+    assert finished(events).stop_reason == "length"
+    assert finished(events).result.startswith("The answer is") and "token limit" in finished(events).result
+
+
+async def test_approval_answered_after_a_cancel_does_not_raise(fake_openai, tmp_path):
+    fake_openai.script(Reply(tool_calls=[ToolCall("write_file", {"path": "x", "content": "y"})]))
+    agent = make_agent(fake_openai, tmp_path, mode="ask")
+    pending = []
+    async for event in agent.run("go"):
+        if isinstance(event, ApprovalRequested):
+            pending.append(event)
+            agent.cancel()
+    pending[0].reply.set_result(Approval(Decision.ALLOW_ONCE))  # the TUI answering late
+    assert not (tmp_path / "x").exists()
+    assert_history_valid(agent.messages)

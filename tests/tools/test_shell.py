@@ -150,3 +150,11 @@ def test_title():
     assert Shell().title(Shell.Params(command="git status")) == "$ git status"
     assert Shell().title(Shell.Params(command="cd x\nmake")) == "$ cd x …"
     assert len(Shell().title(Shell.Params(command="x" * 200))) == 82
+
+
+async def test_live_output_is_bounded_but_the_model_still_gets_head_and_tail(ctx, events):
+    result = await sh(ctx, "head -c 3000000 /dev/zero | tr '\\0' 'x'; echo; echo THE-END")
+    live = "".join(e.text for e in events)
+    assert len(live) < 300 * 1024
+    assert "live output stops here after 256 KB" in live
+    assert result.output.endswith("THE-END\n[exit code 0]")

@@ -74,9 +74,13 @@ def test_symlinked_parent_dir_inside_is_allowed(ws, root):
     assert ws.resolve("alias/app.py") == root / "src" / "app.py"
 
 
-@pytest.mark.parametrize("path", [".git/config", ".git/hooks/pre-commit", ".git"])
+@pytest.mark.parametrize(
+    "path",
+    [".git/config", ".git/hooks/pre-commit", ".git", ".GIT/hooks/pre-commit", "vendor/lib/.git/hooks/post-merge",
+     ".kimicode/config.toml", "sub/.kimicode/permissions.json"],
+)
 def test_writes_into_git_are_refused_reads_are_not(ws, path):
-    with pytest.raises(PathError, match=r"\.git"):
+    with pytest.raises(PathError, match=r"(?i)\.git|\.kimicode"):
         ws.resolve(path, for_write=True)
     ws.resolve(path)
 
