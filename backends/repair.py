@@ -77,6 +77,14 @@ def repair_arguments(text: str) -> tuple[str, str | None]:
         except json.JSONDecodeError as exc:
             error = error or f"invalid JSON: {exc}"
             continue
+        if isinstance(value, str):  # double-encoded: a JSON string holding the object
+            try:
+                value = json.loads(value, strict=False)
+            except json.JSONDecodeError:
+                pass
+            else:
+                if isinstance(value, dict):
+                    return json.dumps(value, ensure_ascii=False), None
         if not isinstance(value, dict):
             return text, f"arguments must be a JSON object, got {type(value).__name__}"
         return (text if _is_strict_json(text) else json.dumps(value, ensure_ascii=False)), None

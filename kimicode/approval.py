@@ -56,6 +56,7 @@ class RuleStore:
         merged = current + [rule for rule in rules if rule not in current]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".permissions-")
+        os.fchmod(fd, 0o644)  # mkstemp makes it 0600
         with os.fdopen(fd, "w") as f:
             json.dump({"allow": merged}, f, indent=2)
             f.write("\n")

@@ -263,3 +263,10 @@ def test_an_unusable_data_directory_is_a_clear_setup_error(fake_openai, project,
     proc = kimicode(fake_openai, project, "--task", "hi", env=cli_env(fake_openai, XDG_DATA_HOME=str(blocker)))
     assert proc.returncode == 2
     assert "cannot set up" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_endpoint_without_usage_is_warned_about_once(fake_openai, project):
+    fake_openai.script(Reply(tool_calls=[ToolCall("list_dir", {})], usage=None), Reply(text="ok", usage=None))
+    proc = kimicode(fake_openai, project, "--task", "hi", "--max-cost", "0.01")
+    assert proc.returncode == 0
+    assert proc.stderr.count("reports no token usage") == 1

@@ -92,6 +92,7 @@ class Agent:
         self.cost_usd = 0.0
         self.steps = 0  # model calls, all turns
         self._turn_task: asyncio.Task[None] | None = None
+        self._warned_no_usage = False
         self._emit: Callable[[Event], None] = lambda event: None
         self._append({"role": "system", "content": system_prompt})
 
@@ -186,6 +187,7 @@ class Agent:
         calls: list[ToolCallDone] = []
         finish = "stop"
         request = ChatRequest(self.messages, self.tools.schemas())
+        usage_seen = False
         async for event in self.backend.stream(request):
             match event:
                 case TextDelta(text=piece):
@@ -197,12 +199,16 @@ class Agent:
                 case ToolCallDone():
                     calls.append(event)
                 case Usage():
+                    usage_seen = True
                     self._account(event)
                 case Retrying():
                     text.clear(), reasoning.clear(), calls.clear()
                     self._emit(event)
                 case Finish(reason=reason):
                     finish = reason
+        if not usage_seen and not self._warned_no_usage:
+            self._warned_no_usage = True
+            log.warning("the endpoint reports no token usage: cost and --max-cost are not tracked")
         return _Reply("".join(text), "".join(reasoning), self._unique_ids(calls), finish)
 
     def _unique_ids(self, calls: list[ToolCallDone]) -> list[ToolCallDone]:

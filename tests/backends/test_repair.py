@@ -72,6 +72,7 @@ def test_tool_names(name, expected):
         ('```json\n{"a": 1}\n```', {"a": 1}),
         ('{"a": [1, 2,],}', {"a": [1, 2]}),
         ('{"text": "line1\nline2"}', {"text": "line1\nline2"}),  # raw newline inside a string
+        ('"{\\"path\\": \\"a.py\\"}"', {"path": "a.py"}),  # double-encoded
     ],
 )
 def test_repairable_arguments(raw, expected):
