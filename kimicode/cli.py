@@ -4,6 +4,7 @@ so the agent, openai, textual and torch load only inside the commands that need 
 from __future__ import annotations
 
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,6 +49,8 @@ def main_command(
     max_cost: Annotated[Optional[float], typer.Option(min=0.0, help="Stop once the task has cost this many USD.")] = None,
     timeout: Annotated[Optional[float], typer.Option(min=0.0, help="Stop the task after this many seconds.")] = None,
     cwd: Annotated[Optional[Path], typer.Option("--cwd", "-C", help="Workspace directory (default: the current one).")] = None,
+    continue_: Annotated[bool, typer.Option("--continue", "-c", help="Continue the most recent session of this workspace.")] = False,
+    resume: Annotated[Optional[str], typer.Option("--resume", "-r", help="Continue the session with this id (see `kimicode sessions`).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging to stderr.")] = False,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
@@ -60,6 +63,8 @@ def main_command(
         return
     if yolo and approval_mode not in (None, Mode.yolo):
         raise typer.BadParameter("--yolo contradicts --approval-mode", param_hint="--yolo")
+    if continue_ and resume:
+        raise typer.BadParameter("use either --continue or --resume", param_hint="--continue")
     flags = {
         "provider": provider,
         "base_url": base_url,
@@ -82,13 +87,46 @@ def main_command(
     if not task.strip():
         _fail("the task is empty")
     _setup_logging(verbose)
-    raise typer.Exit(_run_headless(task, output_format.value, workspace, flags))
+    session = "latest" if continue_ else resume
+    raise typer.Exit(_run_headless(task, output_format.value, workspace, flags, session))
 
 
-def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[str, object]) -> int:
+@app.command()
+def sessions(
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Sessions of every workspace, not just this one.")] = False,
+    cwd: Annotated[Optional[Path], typer.Option("--cwd", "-C", help="Workspace directory (default: the current one).")] = None,
+) -> None:
+    """List sessions, most recent first; continue one with `kimicode --resume ID --task …`."""
+    from kimicode.agent.session import list_sessions
+
+    workspace = None if all_ else (cwd or Path.cwd()).resolve()
+    found = list_sessions(workspace)
+    if not found:
+        print("no sessions" + ("" if all_ else " for this workspace (try --all)"))
+        return
+    for state in found:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.updated))
+        prompt = " ".join(state.first_prompt.split())[:60]
+        where = f"  {state.meta.get('cwd', '')}" if all_ else ""
+        print(f"{state.id}  {when}  {len(state.messages):>4} msgs  {prompt}{where}")
+
+
+def _load_session(session: str, workspace: Path):  # -> SessionState
+    from kimicode.agent.session import SessionError, find_session, list_sessions
+
+    if session != "latest":
+        return find_session(session)
+    found = list_sessions(workspace)
+    if not found:
+        raise SessionError(f"no earlier session in {workspace} to continue")
+    return found[0]
+
+
+def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[str, object], session: str | None) -> int:
     import asyncio
     import signal
 
+    from kimicode.agent.session import SessionError
     from kimicode.agent.setup import create_agent
     from kimicode.config import ConfigError, load_settings
     from kimicode.headless import EXIT_USAGE, run_task, write_setup_failure
@@ -97,9 +135,10 @@ def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[st
         stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         settings = load_settings(workspace, flags)
-        agent = create_agent(settings, workspace, default_mode="auto")
-    except (ConfigError, OSError) as exc:
-        message = str(exc) if isinstance(exc, ConfigError) else f"cannot set up: {exc}"
+        resumed = _load_session(session, workspace) if session else None
+        agent = create_agent(settings, workspace, default_mode="auto", resume=resumed)
+    except (ConfigError, SessionError, OSError) as exc:
+        message = f"cannot set up: {exc}" if isinstance(exc, OSError) else str(exc)
         print(f"kimicode: {message}", file=sys.stderr)
         write_setup_failure(output_format, message)  # type: ignore[arg-type]
         return EXIT_USAGE

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kimicode.agent.session import SessionLog
+from kimicode.agent.session import SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy
 from kimicode.backends.base import (
     Backend,
@@ -80,6 +80,7 @@ class Agent:
         system_prompt: str,
         limits: Limits = Limits(),
         session: SessionLog | None = None,
+        resumed: SessionState | None = None,
     ):
         self.backend = backend
         self.tools = tools
@@ -94,7 +95,14 @@ class Agent:
         self._turn_task: asyncio.Task[None] | None = None
         self._warned_no_usage = False
         self._emit: Callable[[Event], None] = lambda event: None
-        self._append({"role": "system", "content": system_prompt})
+        if resumed is not None and resumed.messages:
+            # The stored system prompt is kept: the provider's prompt cache still matches it.
+            self.messages = list(resumed.messages)
+            self.usage = Usage(*resumed.usage)
+            self.cost_usd = resumed.cost_usd
+            self._close_open_calls(0, "kimicode stopped before this call finished")
+        else:
+            self._append({"role": "system", "content": system_prompt})
 
     async def run(self, prompt: str) -> AsyncIterator[Event]:
         """Run one user turn, yielding its events; the last one is always TurnFinished."""
@@ -237,7 +245,11 @@ class Agent:
             )
         )
         if self.session:
-            self.session.append("usage", usage=[usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens])
+            self.session.append(
+                "usage",
+                usage=[usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens],
+                cost_usd=self.backend.info.cost(usage),
+            )
 
     @staticmethod
     def _assistant_message(reply: _Reply) -> dict[str, Any]:

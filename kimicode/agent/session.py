@@ -1,6 +1,9 @@
 """The session transcript: append-only JSONL, one record per line, flushed per record.
 
-A torn last line (a process killed mid-write) is the only damage a crash can do.
+A torn last line (a process killed mid-write) is the only damage a crash can do;
+loading skips it. Records: `meta` (first line), `message` (one history message),
+`usage`, `compaction` (the whole history after compacting), `rewind` (history cut
+back to `length` messages, by an undo). Replaying them in order gives the history.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,32 @@ def new_session_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+class SessionError(Exception):
+    """A session that cannot be found or read; the message is for the user."""
+
+
+def sessions_dir() -> Path:
+    return data_dir() / "sessions"
+
+
+@dataclass(slots=True)
+class SessionState:
+    """A session replayed from its transcript."""
+
+    id: str
+    path: Path
+    meta: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    usage: list[int] = field(default_factory=lambda: [0, 0, 0])  # prompt, completion, cached tokens
+    cost_usd: float = 0.0
+    updated: float = 0.0
+    skipped_lines: int = 0  # damaged lines left out (a torn last line after a crash)
+
+    @property
+    def first_prompt(self) -> str:
+        return next((m["content"] for m in self.messages if m.get("role") == "user"), "")
+
+
 class SessionLog:
     def __init__(self, session_id: str, path: Path):
         self.id = session_id
@@ -33,8 +63,20 @@ class SessionLog:
     @classmethod
     def create(cls, **meta: Any) -> SessionLog:
         session_id = new_session_id()
-        log = cls(session_id, data_dir() / "sessions" / f"{session_id}.jsonl")
+        log = cls(session_id, sessions_dir() / f"{session_id}.jsonl")
         log.append("meta", id=session_id, created=time.time(), **meta)
+        return log
+
+    @classmethod
+    def reopen(cls, state: SessionState) -> SessionLog:
+        """Append to an existing transcript, after its torn last line if it has one."""
+        with state.path.open("rb") as f:
+            f.seek(0, 2)
+            torn = f.tell() > 0 and (f.seek(-1, 2), f.read(1))[1] != b"\n"
+        log = cls(state.id, state.path)
+        if torn:
+            log._file.write("\n")
+        log.append("resume", time=time.time())
         return log
 
     def append(self, record_type: str, **fields: Any) -> None:
@@ -52,3 +94,62 @@ class SessionLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def load_session(path: Path) -> SessionState:
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as exc:
+        raise SessionError(f"cannot read session {path}: {exc}") from None
+    state = SessionState(path.stem, path, {}, updated=path.stat().st_mtime)
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            state.skipped_lines += 1
+            continue
+        _replay(state, record)
+    if not state.meta:
+        raise SessionError(f"{path} is not a kimicode session (no meta record)")
+    return state
+
+
+def _replay(state: SessionState, record: dict[str, Any]) -> None:
+    match record.get("type"):
+        case "meta":
+            state.meta = record
+        case "message":
+            state.messages.append(record["message"])
+        case "usage":
+            state.usage = [a + b for a, b in zip(state.usage, record["usage"])]
+            state.cost_usd += record.get("cost_usd", 0.0)
+        case "compaction":
+            state.messages = list(record["messages"])
+        case "rewind":
+            del state.messages[record["length"] :]
+
+
+def find_session(session_id: str) -> SessionState:
+    """A session by id or unique id prefix."""
+    matches = sorted(sessions_dir().glob(f"{session_id}*.jsonl")) if session_id else []
+    if not matches:
+        raise SessionError(f"no session {session_id!r}; `kimicode sessions` lists them")
+    if len(matches) > 1:
+        names = ", ".join(p.stem for p in matches[:5])
+        raise SessionError(f"session id {session_id!r} is ambiguous: {names}")
+    return load_session(matches[0])
+
+
+def list_sessions(workspace: Path | None = None) -> list[SessionState]:
+    """Sessions (of `workspace`, if given), most recently updated first; unreadable ones are skipped."""
+    states = []
+    for path in sessions_dir().glob("*.jsonl"):
+        try:
+            state = load_session(path)
+        except SessionError:
+            continue
+        if workspace is None or state.meta.get("cwd") == str(workspace):
+            states.append(state)
+    return sorted(states, key=lambda s: s.updated, reverse=True)

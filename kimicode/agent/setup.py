@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kimicode import prompts
 from kimicode.agent.loop import Agent, Limits
-from kimicode.agent.session import SessionLog
+from kimicode.agent.session import SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy, RuleStore
 from kimicode.config import ApprovalMode, Settings, project_grants_path, resolve_endpoint
 from kimicode.tools.base import ToolContext, ToolRegistry
@@ -17,7 +17,10 @@ from kimicode.tools.registry import builtin_tools
 from kimicode.workspace import PathError, Workspace
 
 
-def create_agent(settings: Settings, workspace_root: Path, *, default_mode: ApprovalMode) -> Agent:
+def create_agent(
+    settings: Settings, workspace_root: Path, *, default_mode: ApprovalMode, resume: SessionState | None = None
+) -> Agent:
+    """An agent for `workspace_root`, continuing the session `resume` if given."""
     from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy  # loads openai
 
     endpoint = resolve_endpoint(settings)
@@ -38,7 +41,10 @@ def create_agent(settings: Settings, workspace_root: Path, *, default_mode: Appr
         deny=settings.permissions.deny,
         store=RuleStore(project_grants_path(workspace.root)),
     )
-    session = SessionLog.create(cwd=str(workspace.root), model=endpoint.model.name, provider=endpoint.provider)
+    if resume is not None:
+        session = SessionLog.reopen(resume)
+    else:
+        session = SessionLog.create(cwd=str(workspace.root), model=endpoint.model.name, provider=endpoint.provider)
     return Agent(
         backend,
         ToolRegistry([*builtin_tools(), UpdatePlan()]),
@@ -47,6 +53,7 @@ def create_agent(settings: Settings, workspace_root: Path, *, default_mode: Appr
         system_prompt(workspace, mode),
         Limits(settings.max_steps, settings.max_cost, settings.timeout),
         session,
+        resume,
     )
 
 

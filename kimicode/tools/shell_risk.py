@@ -112,8 +112,12 @@ class _Context:
     def for_script(cls, commands: list[SimpleCommand], workspace: Path) -> _Context:
         root = Path(os.path.realpath(workspace))
         cwds: set[Path | _Place] = {root}
+        # With CDPATH set, `cd name` may go anywhere.
+        cdpath = any("CDPATH" in word for command in commands for word in (*command.assignments, *command.words))
         for command in commands:
             if target := _cd_target(command):
+                if cdpath and not target.startswith(("/", ".")):
+                    target = "$CDPATH"
                 cwds |= {_change_dir(cwd, target) for cwd in cwds}
             if len(cwds) > _MAX_CWDS:
                 cwds = {root, _Place.UNKNOWN}
@@ -210,7 +214,7 @@ def _write_risk(path: str, action: str, cmd: SimpleCommand, ctx: _Context) -> As
     if _Place.UNKNOWN in places:
         return Assessment("destructive", f"{action} {path}, a path only known at runtime", cmd)
     if _Place.GIT in places:
-        return Assessment("destructive", f"{action} {path} inside .git, where hooks can run code", cmd)
+        return Assessment("destructive", f"{action} {path}, part of .git where hooks can run code", cmd)
     return None
 
 
@@ -306,7 +310,7 @@ def _redirect_risk(cmd: SimpleCommand, ctx: _Context) -> Assessment | None:
 _HARMLESS_VARIABLES = re.compile(r"(LC_\w+|LANG|LANGUAGE|TZ|COLUMNS|LINES|NO_COLOR|FORCE_COLOR|CLICOLOR|TERM)=")
 # Variables that change which programs later commands run, or what they do.
 _CONTROL_VARIABLES = re.compile(
-    r"(PATH|LD_\w+|DYLD_\w+|BASH_ENV|ENV|IFS|PROMPT_COMMAND|SHELLOPTS|BASHOPTS|GIT_\w+|PAGER|EDITOR|VISUAL|"
+    r"(PATH|CDPATH|LD_\w+|DYLD_\w+|BASH_ENV|ENV|IFS|PROMPT_COMMAND|SHELLOPTS|BASHOPTS|GIT_\w+|PAGER|EDITOR|VISUAL|"
     r"PYTHON\w*|NODE_OPTIONS|PERL5\w*|RUBYOPT)\+?="
 )
 
@@ -322,6 +326,13 @@ def _assignment_risk(cmd: SimpleCommand) -> Assessment | None:
     if control:
         return Assessment("normal", f"setting {control} changes how later commands run", cmd)
     return Assessment("read_only", f"setting {name} only changes a shell variable", cmd)
+
+
+def _declare(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
+    """`export PATH=...` is an assignment that lasts."""
+    assignments = tuple(arg for arg in args if "=" in arg and not arg.startswith("-"))
+    risk = _assignment_risk(SimpleCommand((), (), assignments))
+    return risk or Assessment("read_only", f"{name} only changes shell variables", cmd)
 
 
 def _program_risk(cmd: SimpleCommand, ctx: _Context) -> Assessment:
@@ -342,6 +353,8 @@ def _program_risk(cmd: SimpleCommand, ctx: _Context) -> Assessment:
         return _CHECKERS[family](cmd, name, args, ctx)
     if name in _READ_ONLY:
         return _read_only(cmd, name, args, ctx)
+    if name in _SHELL_STATE:
+        return Assessment("read_only", f"{name} only changes the shell's own state", cmd)
     if name in _DESTRUCTIVE:
         return Assessment("destructive", f"{name} {_DESTRUCTIVE[name]}", cmd)
     return Assessment("normal", f"{name} may change files or run code", cmd)
@@ -351,8 +364,9 @@ _POWER = frozenset({"shutdown", "reboot", "halt", "poweroff", "kexec"})
 _READ_ONLY = frozenset(
     "ls pwd cat head tail wc file stat du df tree grep egrep fgrep rg ag which type echo printf true false "
     "date whoami id uname printenv diff cmp sort uniq cut tr jq basename dirname realpath readlink "
-    "test [ : cd pushd popd sleep seq nl md5sum sha1sum sha256sum".split()
+    "test [ : sleep seq nl md5sum sha1sum sha256sum".split()
 )
+_SHELL_STATE = frozenset("cd pushd popd set shopt unset exit return break continue shift wait read".split())
 _DESTRUCTIVE = {
     "su": "runs commands as another user",
     "kill": "stops running processes",
@@ -368,8 +382,9 @@ _INTERPRETERS = frozenset({"python", "node", "perl", "ruby", "php"})
 
 def _read_only(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
     """A looking command, unless an option makes it write a file or run a program."""
-    if name == "rg" and any(a.startswith("--pre") for a in args):
-        return Assessment("normal", "rg --pre runs a program on every file", cmd)
+    runner = {"rg": "--pre", "ag": "--pager", "sort": "--compress-program"}.get(name)
+    if runner and any(a.startswith(runner) for a in args):
+        return Assessment("normal", f"{name} {runner} runs another program", cmd)
     if name == "date" and any(a.startswith(("-s", "--set")) for a in args):
         return Assessment("normal", "date --set changes the system clock", cmd)
     outputs = _parse_args(args, "-o --output").value("-o", "--output") if name in ("sort", "tree") else []
@@ -554,8 +569,29 @@ def _wrapper(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> A
             own = Assessment("destructive", f"xargs passes paths it reads from input to {changer}", cmd)
     elif name == "env" and not inner:
         own = Assessment("read_only", "env only prints the environment", cmd)
+    elif outputs := _wrapper_outputs(name, args, inner):
+        own = _writes_risk(outputs, f"{name} writes to", cmd, ctx) or Assessment(
+            "normal", f"{name} writes to {outputs[0]}", cmd
+        )
     found = [own, *(_assess(inner_cmd, ctx) for inner_cmd in inner)]
     return _worst(found) or Assessment("read_only", f"{name} runs no other command", cmd)
+
+
+# Wrappers that also write a file of their own: their output or lock file.
+_WRAPPER_OUTPUTS = {
+    "time": "-o --output",
+    "strace": "-o --output",
+    "ltrace": "-o --output",
+    "valgrind": "--log-file --xml-file",
+}
+
+
+def _wrapper_outputs(name: str, args: list[str], inner: list[SimpleCommand]) -> list[str]:
+    own = args[: len(args) - len(inner[0].words)] if inner else args  # the words before the wrapped command
+    if name == "flock":
+        return _parse_args(own, "-w --wait --timeout -E --conflict-exit-code").operands[:1]
+    options = _WRAPPER_OUTPUTS.get(name, "")
+    return _parse_args(own, options).value(*options.split())
 
 
 def _shell(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Assessment:
@@ -607,6 +643,8 @@ def _git(cmd: SimpleCommand, name: str, args: list[str], ctx: _Context) -> Asses
     code_key = next((c.split("=", 1)[0] for c in configs if _GIT_CODE_KEYS.fullmatch(c.split("=", 1)[0])), None)
     if code_key:
         return Assessment("destructive", f"git -c {code_key} can make git run any program", cmd)
+    if any(arg.startswith("--exec-path=") for arg in args[:i]):
+        return Assessment("destructive", "git --exec-path= runs git's programs from another directory", cmd)
     if i >= len(args):
         return Assessment("read_only", "git without a subcommand only prints help or its version", cmd)
     return _git_subcommand(cmd, args[i], args[i + 1 :], ctx)
@@ -731,6 +769,8 @@ _CHECKERS = {
                      "stdbuf", "builtin", "setsid", "unbuffer", "ionice", "taskset", "chroot", "flock", "strace",
                      "ltrace", "valgrind", "eval", "trap", "watch"), _wrapper),
     **dict.fromkeys(("sh", "bash", "zsh", "dash", "ksh", "ash", "mksh"), _shell),
+    "alias": _wrapper,
+    **dict.fromkeys(("export", "declare", "typeset", "local", "readonly"), _declare),
     "source": _source,
     ".": _source,
     "git": _git,

@@ -631,7 +631,7 @@ class _Parser:
             # matching `]`, blanks and all; elsewhere it does not.
             raise ShellSyntaxError(f"cannot tell where the word starting {raw!r} ends")
         # An unquoted word that expands to nothing (`$()`) is no word at all.
-        fields = _expand_braces(builder.chars) if builder.chars or builder.quoted else []
+        fields = _brace_fields(builder.chars) if builder.chars or builder.quoted else []
         return _Word(builder.text(), fields, builder.quoted, raw, builder.commands)
 
     def _at_redirect(self) -> bool:
@@ -878,18 +878,35 @@ _MAX_BRACE_WORDS = 256
 _SEQUENCE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([a-zA-Z])\.\.([a-zA-Z])(?:\.\.(-?\d+))?")
 
 
+def _brace_fields(chars: list[tuple[str, bool]]) -> list[str]:
+    """The words a word becomes after brace expansion, within a budget."""
+    expansions = 0
+    estimate = 1
+    for start, (end, commas) in _brace_pairs(chars).items():
+        alternatives = len(commas) + 1 if commas else len(_brace_sequence_at(chars, start, end) or ())
+        if alternatives:
+            expansions += 1
+            estimate *= alternatives
+        if expansions > 16 or estimate > _MAX_BRACE_WORDS:
+            raise ShellSyntaxError("brace expansion makes too many words to analyse")
+    return _expand_braces(chars)
+
+
 def _expand_braces(chars: list[tuple[str, bool]]) -> list[str]:
     """Bash brace expansion on the unquoted parts of a word: `{rm,-rf}` is two
     words, `f{,.bak}` is `f f.bak`."""
     for start, (end, commas) in sorted(_brace_pairs(chars).items()):
-        alternatives = _brace_alternatives(chars, start, end, commas)
-        if alternatives is None:
-            continue
+        if commas:
+            bounds = [start, *commas, end]
+            alternatives = [chars[a + 1 : b] for a, b in itertools.pairwise(bounds)]
+        else:
+            sequence = _brace_sequence_at(chars, start, end)
+            if sequence is None:
+                continue
+            alternatives = [[(char, False) for char in item] for item in sequence]
         words: list[str] = []
         for alternative in alternatives:
             words += _expand_braces(chars[:start] + alternative + chars[end + 1 :])
-            if len(words) > _MAX_BRACE_WORDS:
-                raise ShellSyntaxError("brace expansion makes too many words to analyse")
         return words
     return ["".join(char for char, _ in chars)]
 
@@ -911,18 +928,11 @@ def _brace_pairs(chars: list[tuple[str, bool]]) -> dict[int, tuple[int, list[int
     return pairs
 
 
-def _brace_alternatives(
-    chars: list[tuple[str, bool]], start: int, end: int, commas: list[int]
-) -> list[list[tuple[str, bool]]] | None:
-    """What `{a,b}` or `{1..3}` at `start`..`end` stands for; None if neither."""
-    if commas:
-        bounds = [start, *commas, end]
-        return [chars[a + 1 : b] for a, b in itertools.pairwise(bounds)]
-    inner = chars[start + 1 : end]
-    if not all(unquoted for _, unquoted in inner):
+def _brace_sequence_at(chars: list[tuple[str, bool]], start: int, end: int) -> list[str] | None:
+    inner = chars[start + 1 : end] if end - start <= 40 else []  # a sequence is short
+    if not inner or not all(unquoted for _, unquoted in inner):
         return None
-    sequence = _brace_sequence("".join(char for char, _ in inner))
-    return None if sequence is None else [[(char, False) for char in item] for item in sequence]
+    return _brace_sequence("".join(char for char, _ in inner))
 
 
 def _brace_sequence(text: str) -> list[str] | None:
@@ -1144,11 +1154,13 @@ def shell_input(command: SimpleCommand) -> tuple[str, str] | None:
 
 
 def _nested_script(command: SimpleCommand) -> str | None:
-    """The script string of `bash -c STR`, `eval ARGS...`, `trap STR SIGNAL`
-    or `watch CMD...`."""
+    """The script string of `bash -c STR`, `eval ARGS...`, `trap STR SIGNAL`,
+    `watch CMD...` or `alias NAME=STR` (aliases do expand once enabled)."""
     name, args = command_name(command), command.words[1:]
     if name == "eval":
         return " ".join(args) or None
+    if name == "alias":
+        return "\n".join(arg.split("=", 1)[1] for arg in args if "=" in arg) or None
     if name == "trap":
         operands = [arg for arg in args if arg not in ("-l", "-p", "--")]
         return operands[0] if len(operands) > 1 and operands[0] != "-" else None

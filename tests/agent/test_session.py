@@ -1,0 +1,111 @@
+"""Session transcripts: replay, torn lines, resume after SIGKILL, listing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kimicode.agent.session import SessionError, SessionLog, find_session, list_sessions, load_session
+from tests.fakes.openai_server import Reply, ToolCall
+
+
+def message(role, content, **extra):
+    return {"role": role, "content": content, **extra}
+
+
+def test_replay_applies_messages_usage_compaction_and_rewind(tmp_path):
+    log = SessionLog("s1", tmp_path / "s1.jsonl")
+    log.append("meta", id="s1", cwd="/w")
+    for i in range(4):
+        log.append("message", message=message("user", f"m{i}"))
+    log.append("usage", usage=[100, 10, 50], cost_usd=0.25)
+    log.append("usage", usage=[200, 20, 0], cost_usd=0.5)
+    log.append("rewind", length=2)
+    log.append("message", message=message("user", "after rewind"))
+    log.append("compaction", messages=[message("system", "s"), message("user", "summary")])
+    log.append("message", message=message("user", "latest"))
+    log.close()
+    state = load_session(tmp_path / "s1.jsonl")
+    assert [m["content"] for m in state.messages] == ["s", "summary", "latest"]
+    assert state.usage == [300, 30, 50] and state.cost_usd == pytest.approx(0.75)
+    assert state.skipped_lines == 0
+
+
+def test_a_torn_last_line_is_skipped_and_appending_goes_on_cleanly(tmp_path):
+    path = tmp_path / "s2.jsonl"
+    log = SessionLog("s2", path)
+    log.append("meta", id="s2", cwd="/w")
+    log.append("message", message=message("user", "kept"))
+    log.close()
+    with path.open("a") as f:
+        f.write('{"type": "message", "message": {"role": "assist')  # killed mid-write
+    state = load_session(path)
+    assert [m["content"] for m in state.messages] == ["kept"] and state.skipped_lines == 1
+    reopened = SessionLog.reopen(state)
+    reopened.append("message", message=message("user", "next"))
+    reopened.close()
+    again = load_session(path)
+    assert [m["content"] for m in again.messages] == ["kept", "next"] and again.skipped_lines == 1
+
+
+def test_not_a_session_and_unknown_ids_are_clear_errors(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"type": "message", "message": {}}\n')
+    with pytest.raises(SessionError, match="not a kimicode session"):
+        load_session(tmp_path / "x.jsonl")
+    with pytest.raises(SessionError, match="no session 'nope'"):
+        find_session("nope")
+
+
+def env_for(server, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KIMICODE_", "MOONSHOT_"))}
+    return env | {"KIMICODE_PROVIDER": "custom", "KIMICODE_BASE_URL": server.base_url,
+                  "KIMICODE_MODEL": "kimi-k2-0905-preview"} | extra
+
+
+def test_resume_after_sigkill_mid_turn_keeps_everything_before(fake_openai, tmp_path):
+    (tmp_path / "notes.txt").write_text("remember the milk\n")
+    fake_openai.script(
+        Reply(text="Reading first.", tool_calls=[ToolCall("read_file", {"path": "notes.txt"})]),
+        Reply(tool_calls=[ToolCall("shell", {"command": "sleep 60"})]),
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "kimicode", "--task", "check notes", "-o", "json"], cwd=tmp_path,
+                            env=env_for(fake_openai), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while len(fake_openai.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # the shell call has started
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+    (state,) = list_sessions(tmp_path.resolve())
+    roles = [m["role"] for m in state.messages]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+
+    fake_openai.script(Reply(text="Resumed fine."))
+    done = subprocess.run([sys.executable, "-m", "kimicode", "--continue", "--task", "go on", "-o", "json"],
+                          cwd=tmp_path, env=env_for(fake_openai), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["session_id"] == state.id and result["result"] == "Resumed fine."
+    sent = fake_openai.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "assistant", "tool", "user"]
+    assert "remember the milk" in sent[3]["content"]
+    assert "stopped before this call finished" in sent[5]["content"]  # the killed call got a result
+    assert sent[-1]["content"] == "go on"
+
+
+def test_sessions_command_lists_this_workspace(fake_openai, tmp_path):
+    fake_openai.script(Reply(text="one"), Reply(text="two"))
+    for task in ("first task", "second task"):
+        subprocess.run([sys.executable, "-m", "kimicode", "--task", task], cwd=tmp_path, env=env_for(fake_openai),
+                       check=True, capture_output=True, timeout=60)
+    listing = subprocess.run([sys.executable, "-m", "kimicode", "sessions"], cwd=tmp_path, env=env_for(fake_openai),
+                             capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert len(listing) == 2 and "second task" in listing[0] and "first task" in listing[1]
+    elsewhere = subprocess.run([sys.executable, "-m", "kimicode", "--continue", "--task", "x"], cwd=tmp_path / "..",
+                               env=env_for(fake_openai), capture_output=True, text=True, timeout=60)
+    assert elsewhere.returncode == 2 and "no earlier session" in elsewhere.stderr
