@@ -104,9 +104,10 @@ ChatEvent = TextDelta | ReasoningDelta | ToolCallDelta | ToolCallDone | Usage | 
 
 
 class BackendError(Exception):
-    """A model call failed for good. `kind` drives the exit code of headless runs."""
+    """A model call failed for good. `kind` drives the exit code of headless runs;
+    "context" means the history no longer fits the model's window."""
 
-    def __init__(self, message: str, *, kind: Literal["config", "request", "exhausted"] = "request"):
+    def __init__(self, message: str, *, kind: Literal["config", "request", "context", "exhausted"] = "request"):
         super().__init__(message)
         self.kind = kind
 

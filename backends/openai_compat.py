@@ -132,7 +132,7 @@ class OpenAICompatBackend:
             raise _Retryable(f"connection problem: {exc}") from None
         except openai.APIError as exc:  # an error event inside the stream
             if _is_fatal(exc.body):
-                raise BackendError(f"the model request failed: {_error_message(exc)}") from None
+                raise _request_error(f"the model request failed: {_error_message(exc)}", exc.body) from None
             raise _Retryable(f"stream error: {_error_message(exc)}") from None
         except json.JSONDecodeError as exc:
             raise _Retryable(f"malformed stream data: {exc}") from None
@@ -156,6 +156,11 @@ _FATAL_ERRORS = (
 )
 
 
+# How servers word "the prompt is too long" (OpenAI, vLLM/SGLang, Moonshot).
+_CONTEXT_OVERFLOW = ("context length", "context_length", "maximum context", "token limit", "too many tokens",
+                     "prompt is too long")
+
+
 def _classify_status(exc: openai.APIStatusError) -> Exception:
     status = exc.status_code
     message = _error_message(exc)
@@ -167,7 +172,15 @@ def _classify_status(exc: openai.APIStatusError) -> Exception:
         return BackendError(f"the endpoint refused the API key (HTTP {status}): {message}", kind="config")
     if status == 404:
         return BackendError(f"model or endpoint not found (HTTP 404): {message}", kind="config")
-    return BackendError(f"the model request was rejected (HTTP {status}): {message}")
+    return _request_error(f"the model request was rejected (HTTP {status}): {message}", exc.body)
+
+
+def _request_error(message: str, body: Any) -> BackendError:
+    """A request the server refused; a full context gets its own kind so the loop can compact."""
+    fields = _error_fields(body)
+    label = f"{message} {fields.get('code') or ''} {fields.get('type') or ''}".lower()
+    overflow = any(hint in label for hint in _CONTEXT_OVERFLOW)
+    return BackendError(message, kind="context" if overflow else "request")
 
 
 def _error_fields(body: Any) -> dict[str, Any]:

@@ -105,8 +105,8 @@ class ApprovalPolicy:
         risk = assess(script, self.workspace)
         if risk.risk == "forbidden":
             return Verdict("deny", f"refused: {risk.reason}")
-        try:
-            commands = split_commands(script)
+        try:  # wordless commands (a bare `> file`, `x=1`) match no rule and need none
+            commands = [cmd for cmd in split_commands(script) if cmd.words]
         except ShellSyntaxError:
             commands = []
         if any(self._matches(cmd, self._deny) for cmd in commands):

@@ -47,6 +47,7 @@ def main_command(
     yolo: Annotated[bool, typer.Option("--yolo", help="Allow everything except the hard deny-list.")] = False,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Most model calls for the task.")] = None,
     max_cost: Annotated[Optional[float], typer.Option(min=0.0, help="Stop once the task has cost this many USD.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop once the task has used this many tokens (in + out).")] = None,
     timeout: Annotated[Optional[float], typer.Option(min=0.0, help="Stop the task after this many seconds.")] = None,
     cwd: Annotated[Optional[Path], typer.Option("--cwd", "-C", help="Workspace directory (default: the current one).")] = None,
     continue_: Annotated[bool, typer.Option("--continue", "-c", help="Continue the most recent session of this workspace.")] = False,
@@ -72,6 +73,7 @@ def main_command(
         "approval_mode": "yolo" if yolo else (approval_mode.value if approval_mode else None),
         "max_steps": max_steps,
         "max_cost": max_cost,
+        "max_tokens": max_tokens,
         "timeout": timeout,
     }
     workspace = (cwd or Path.cwd()).resolve()

@@ -76,6 +76,7 @@ class Settings(_Strict):
     approval_mode: ApprovalMode | None = Field(None, description="ask (interactive default) | auto-edit | auto (headless default) | yolo | plan.")
     max_steps: int = Field(100, ge=1, description="Most model calls in one task.")
     max_cost: float | None = Field(None, gt=0, description="Stop once the task has cost this many USD.")
+    max_tokens: int | None = Field(None, gt=0, description="Stop once the task has used this many tokens (in + out).")
     timeout: float | None = Field(None, gt=0, description="Stop a task after this many seconds.")
     shell_timeout: float = Field(120.0, gt=0, le=3600, description="Default timeout of one shell command (s).")
     request_timeout: float = Field(300.0, gt=0, description="Timeout of one model request (s).")

@@ -14,7 +14,9 @@ from typing import Any, Literal
 from kimicode.backends.base import ReasoningDelta, Retrying, TextDelta
 
 ToolKind = Literal["read", "edit", "delete", "move", "search", "execute", "think", "fetch", "other"]
-StopReason = Literal["end_turn", "max_steps", "max_cost", "timeout", "cancelled", "error", "length"]
+StopReason = Literal[
+    "end_turn", "max_steps", "max_cost", "max_tokens", "timeout", "loop", "cancelled", "error", "length"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,15 @@ class UsageUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class Compacted:
+    """Older turns were replaced by a summary to make room in the context."""
+
+    tokens_before: int
+    tokens_after: int
+    messages_summarized: int
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorEvent:
     message: str
     kind: str = "internal"  # "config" | "request" | "exhausted" (see BackendError) | "internal"
@@ -116,6 +127,7 @@ Event = (
     | ToolCallFinished
     | PlanUpdated
     | UsageUpdated
+    | Compacted
     | ErrorEvent
     | TurnFinished
 )
@@ -131,6 +143,7 @@ _TYPE_NAMES = {
     ToolCallFinished: "tool_call_finished",
     PlanUpdated: "plan_updated",
     UsageUpdated: "usage",
+    Compacted: "compacted",
     ErrorEvent: "error",
     TurnFinished: "turn_finished",
 }

@@ -33,7 +33,7 @@ OutputFormat = Literal["text", "json", "stream-json"]
 
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE, EXIT_BUDGET, EXIT_CANCELLED, EXIT_BACKEND = 0, 1, 2, 3, 130, 75
 
-_BUDGET_STOPS = {"max_steps", "max_cost", "timeout"}
+_BUDGET_STOPS = {"max_steps", "max_cost", "max_tokens", "timeout", "loop"}
 
 
 async def run_task(

@@ -132,3 +132,10 @@ def test_allow_rules_do_not_open_plan_mode(tmp_path):
     policy = ApprovalPolicy("plan", tmp_path, allow=["shell:python", "write_file"])
     assert shell(policy, "python build.py").action == "deny"
     assert policy.check("write_file", "edit", {}).action == "deny"
+
+
+def test_wordless_commands_need_no_rule(tmp_path):
+    policy = ApprovalPolicy("ask", tmp_path, allow=["shell:make"])
+    assert shell(policy, "make > build.log 2>&1").action == "allow"
+    verdict = shell(policy, "python gen.py > out.txt")
+    assert verdict.rules == ("shell:python",)

@@ -12,10 +12,21 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kimicode import prompts
+from kimicode.agent.context import (
+    CHARS_PER_TOKEN,
+    COMPACT_AT,
+    KEEP_RECENT,
+    ContextMeter,
+    fallback_summary,
+    plan_compaction,
+    render_for_summary,
+)
 from kimicode.agent.session import SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy
 from kimicode.backends.base import (
@@ -32,9 +43,12 @@ from kimicode.backends.base import (
 from kimicode.events import (
     Approval,
     ApprovalRequested,
+    Compacted,
     Decision,
     ErrorEvent,
     Event,
+    PlanItem,
+    PlanUpdated,
     StopReason,
     ToolCallFinished,
     ToolCallStarted,
@@ -46,11 +60,15 @@ from kimicode.tools.base import ToolContext, ToolError, ToolRegistry, ToolResult
 
 log = logging.getLogger(__name__)
 
+LOOP_WARN_AT = 3  # identical failing calls before the model is told to change course
+LOOP_STOP_AT = 5  # ... and before the turn is stopped
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_steps: int = 100  # model calls per turn
     max_cost: float | None = None  # USD per turn
+    max_tokens: int | None = None  # prompt + completion tokens per turn, compaction included
     timeout: float | None = None  # seconds per turn
 
 
@@ -60,6 +78,27 @@ class StopTurn(Exception):
     def __init__(self, reason: StopReason, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+@dataclass(slots=True)
+class _Budget:
+    """What one turn may still spend."""
+
+    limits: Limits
+    cost_at_start: float
+    tokens_at_start: int
+    steps: int = 0
+
+    def check(self, cost_usd: float, tokens: int) -> None:
+        limits = self.limits
+        if self.steps >= limits.max_steps:
+            raise StopTurn("max_steps", f"stopped: reached the limit of {limits.max_steps} model calls")
+        spent = cost_usd - self.cost_at_start
+        if limits.max_cost is not None and spent >= limits.max_cost:
+            raise StopTurn("max_cost", f"stopped: spent ${spent:.4f}, the limit is ${limits.max_cost:.4f}")
+        used = tokens - self.tokens_at_start
+        if limits.max_tokens is not None and used >= limits.max_tokens:
+            raise StopTurn("max_tokens", f"stopped: used {used} tokens, the limit is {limits.max_tokens}")
 
 
 @dataclass(slots=True)
@@ -92,8 +131,12 @@ class Agent:
         self.usage = Usage()
         self.cost_usd = 0.0
         self.steps = 0  # model calls, all turns
+        self.meter = ContextMeter()
+        self.plan: tuple[PlanItem, ...] = ()
         self._turn_task: asyncio.Task[None] | None = None
         self._warned_no_usage = False
+        self._last_usage: Usage | None = None
+        self._failures: Counter[tuple[str, str, str]] = Counter()  # identical failing calls this turn
         self._emit: Callable[[Event], None] = lambda event: None
         if resumed is not None and resumed.messages:
             # The stored system prompt is kept: the provider's prompt cache still matches it.
@@ -142,7 +185,9 @@ class Agent:
     # -- one turn -------------------------------------------------------------
 
     async def _turn(self, prompt: str, emit: Callable[[Event], None]) -> None:
-        self._emit = self.ctx.emit = emit
+        self._emit = emit
+        self.ctx.emit = self._emit_from_tool
+        self._failures.clear()
         started = len(self.messages)
         result, reason, error_kind = "", "end_turn", "internal"
         try:
@@ -167,19 +212,29 @@ class Agent:
                 emit(ErrorEvent(result, error_kind))
         emit(TurnFinished(reason, result))  # type: ignore[arg-type]
 
+    def _emit_from_tool(self, event: Event) -> None:
+        if isinstance(event, PlanUpdated):
+            self.plan = event.items  # kept through compaction
+        self._emit(event)
+
     async def _loop(self) -> str:
-        steps = 0
-        cost_at_start = self.cost_usd
+        budget = _Budget(self.limits, self.cost_usd, self._tokens_spent())
         while True:
-            if steps >= self.limits.max_steps:
-                raise StopTurn("max_steps", f"stopped: reached the limit of {self.limits.max_steps} model calls")
-            spent = self.cost_usd - cost_at_start
-            if self.limits.max_cost is not None and spent >= self.limits.max_cost:
-                raise StopTurn("max_cost", f"stopped: spent ${spent:.4f}, the limit is ${self.limits.max_cost:.4f}")
-            steps += 1
+            budget.check(self.cost_usd, self._tokens_spent())
+            if self.meter.tokens(self.messages) > COMPACT_AT * self.backend.info.context_window:
+                await self.compact()
+            budget.steps += 1
             self.steps += 1
-            reply = await self._call_model()
+            try:
+                reply = await self._call_model()
+            except BackendError as exc:
+                # The server's window is smaller than we thought: keep a quarter of what we had.
+                if exc.kind != "context" or not await self.compact(self.meter.tokens(self.messages) // 4):
+                    raise
+                reply = await self._call_model()  # once more, with room made
             self._append(self._assistant_message(reply))
+            if self._last_usage is not None:
+                self.meter.record(self._last_usage.prompt_tokens, self._last_usage.completion_tokens, len(self.messages))
             if not reply.calls:
                 if reply.finish == "length":
                     raise StopTurn("length", reply.text + "\n[the reply hit the output token limit]")
@@ -189,13 +244,69 @@ class Agent:
             for call in reply.calls:
                 await self._run_tool(call)
 
+    def _tokens_spent(self) -> int:
+        return self.usage.prompt_tokens + self.usage.completion_tokens
+
+    async def compact(self, keep_tokens: int | None = None) -> bool:
+        """Replace older turns by a model-written summary, keeping about `keep_tokens` of
+        recent steps; False if there was nothing to compact."""
+        if keep_tokens is None:
+            keep_tokens = int(KEEP_RECENT * self.backend.info.context_window)
+        plan = plan_compaction(self.messages, keep_tokens)
+        if plan is None:
+            return False
+        before = self.meter.tokens(self.messages)
+        messages = [self.messages[0]]
+        if plan.older:
+            note = prompts.render(
+                "compacted",
+                summary=await self._summarize(plan.older),
+                plan=_render_plan(self.plan),
+                transcript=str(self.session.path) if self.session else "the session log",
+            )
+            messages.append({"role": "user", "content": note})
+        if plan.latest_request is not None:
+            messages.append(plan.latest_request)
+        self.messages = messages + plan.kept
+        if self.session:
+            self.session.append("compaction", messages=self.messages)
+        self.meter.reset()
+        self._emit(Compacted(before, self.meter.tokens(self.messages), len(plan.older)))
+        return True
+
+    async def _summarize(self, older: list[dict[str, Any]]) -> str:
+        """The model's summary of `older`; a mechanical one if the model call fails."""
+        window = self.backend.info.context_window
+        request = ChatRequest(
+            [
+                {"role": "system", "content": prompts.render("compact", max_words="600")},
+                {"role": "user", "content": render_for_summary(older, max_chars=int(window * CHARS_PER_TOKEN / 2))},
+            ],
+            temperature=0.3,
+            max_tokens=2_000,
+        )
+        text: list[str] = []
+        try:
+            async for event in self.backend.stream(request):
+                match event:
+                    case TextDelta(text=piece):
+                        text.append(piece)
+                    case Retrying():
+                        text.clear()
+                    case Usage():
+                        self._account(event)  # compaction counts towards the budgets
+        except BackendError as exc:
+            log.warning("compaction summary failed, using a plain one: %s", exc)
+            return fallback_summary(older)
+        return "".join(text).strip() or fallback_summary(older)
+
     async def _call_model(self) -> _Reply:
         text: list[str] = []
         reasoning: list[str] = []
         calls: list[ToolCallDone] = []
         finish = "stop"
         request = ChatRequest(self.messages, self.tools.schemas())
-        usage_seen = False
+        self._last_usage = None
         async for event in self.backend.stream(request):
             match event:
                 case TextDelta(text=piece):
@@ -207,14 +318,14 @@ class Agent:
                 case ToolCallDone():
                     calls.append(event)
                 case Usage():
-                    usage_seen = True
+                    self._last_usage = event
                     self._account(event)
                 case Retrying():
                     text.clear(), reasoning.clear(), calls.clear()
                     self._emit(event)
                 case Finish(reason=reason):
                     finish = reason
-        if not usage_seen and not self._warned_no_usage:
+        if self._last_usage is None and not self._warned_no_usage:
             self._warned_no_usage = True
             log.warning("the endpoint reports no token usage: cost and --max-cost are not tracked")
         return _Reply("".join(text), "".join(reasoning), self._unique_ids(calls), finish)
@@ -299,12 +410,27 @@ class Agent:
                 self.ctx.call_id = call.id
                 result = await tool.execute(params, self.ctx)
         assert result is not None
-        self._append({"role": "tool", "tool_call_id": call.id, "content": result.output})
+        repeats = self._count_failure(call, result)
+        output = result.output
+        if repeats >= LOOP_WARN_AT:
+            output += (f"\n[This exact call has now failed {repeats} times with the same result. "
+                       "Do not repeat it: change the arguments or take another approach.]")
+        self._append({"role": "tool", "tool_call_id": call.id, "content": output})
         self._emit(
-            ToolCallFinished(
-                call.id, call.name, result.output, result.is_error, result.display, time.monotonic() - started
-            )
+            ToolCallFinished(call.id, call.name, output, result.is_error, result.display, time.monotonic() - started)
         )
+        if repeats >= LOOP_STOP_AT:
+            raise StopTurn("loop", f"stopped: {call.name} failed {repeats} times with identical arguments and "
+                                   f"result ({result.output.splitlines()[0][:200] if result.output else 'no output'})")
+
+    def _count_failure(self, call: ToolCallDone, result: ToolResult) -> int:
+        """How often this exact failing call (same tool, arguments and result) happened
+        this turn; repetitive work that succeeds or varies is never counted."""
+        if not result.is_error:
+            return 0
+        signature = (call.name, call.arguments, result.output)
+        self._failures[signature] += 1
+        return self._failures[signature]
 
     async def _approve(self, call: ToolCallDone, title: str, kind: Any, arguments: dict[str, Any]) -> str | None:
         """None when the call may run, else the refusal the model reads."""
@@ -339,6 +465,12 @@ class Agent:
             for call in message.get("tool_calls") or ():
                 if call["id"] not in answered:
                     self._append({"role": "tool", "tool_call_id": call["id"], "content": f"no result: {why}"})
+
+
+def _render_plan(items: tuple[PlanItem, ...]) -> str:
+    if not items:
+        return ""
+    return "\nCurrent plan:\n" + "\n".join(f"- [{item.status}] {item.step}" for item in items) + "\n"
 
 
 def _as_object(arguments: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def create_agent(
         policy,
         ToolContext(workspace, shell_timeout=settings.shell_timeout),
         system_prompt(workspace, mode),
-        Limits(settings.max_steps, settings.max_cost, settings.timeout),
+        Limits(settings.max_steps, settings.max_cost, settings.max_tokens, settings.timeout),
         session,
         resume,
     )

@@ -28,6 +28,8 @@ READ_CHUNK_BYTES = 65_536
 LIVE_OUTPUT_BYTES = 256 * 1024  # per command, for ToolOutput events
 POLL_S = 0.02
 ENV_OVERRIDES = {"PAGER": "cat", "GIT_PAGER": "cat", "TERM": "dumb"}
+# Inherited, these would make `cd x` or bash's start-up run somewhere the policy did not check.
+ENV_REMOVED = ("CDPATH", "BASH_ENV", "ENV")
 
 
 class ShellParams(Params):
@@ -91,7 +93,7 @@ async def _start(command: str, cwd: os.PathLike[str]) -> asyncio.subprocess.Proc
             "-c",
             command,
             cwd=cwd,
-            env={**os.environ, **ENV_OVERRIDES},
+            env={k: v for k, v in os.environ.items() if k not in ENV_REMOVED} | ENV_OVERRIDES,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

@@ -39,6 +39,9 @@ from kimicode.tools.shell_syntax import (
 
 Risk = Literal["read_only", "normal", "destructive", "forbidden"]
 _RANK: dict[Risk, int] = {"read_only": 0, "normal": 1, "destructive": 2, "forbidden": 3}
+# `:(){ :|:& };:` -- a function piping itself into itself in the background.
+# (The lookbehind keeps the search linear on long words.)
+_FORK_BOMB = re.compile(r"(?<![\w:.-])([\w:.-]{1,64})\s*\(\s*\)\s*\{\s*\1\s*\|\s*\1\s*&\s*;?\s*\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,7 @@ class _Context:
         if any(_may_match_parent(part) for part in path.split("/")):
             return {_Place.AROUND}
         if _TMPDIR.match(path):
-            path = _TMPDIR.sub(lambda _: tempfile.gettempdir(), path, count=1)
+            path = _TMPDIR.sub(lambda _: _temp_dir(), path, count=1)
         if "$" in path or "`" in path:
             return {_Place.UNKNOWN}
         if path.startswith("/"):
@@ -179,7 +182,7 @@ def _change_dir(cwd: Path | _Place, target: str) -> Path | _Place:
 def _scratch_dirs(workspace: Path) -> tuple[tuple[Path, Path | None], ...]:
     """/tmp and $TMPDIR -- but not the tree the workspace itself lives in,
     so that `../other` from a workspace under /tmp still counts as outside."""
-    roots = {Path(os.path.realpath(p)) for p in ("/tmp", tempfile.gettempdir(), os.environ.get("TMPDIR") or "/tmp")}
+    roots = {Path(os.path.realpath(p)) for p in ("/tmp", _temp_dir())}
     return tuple(
         (root, root / workspace.relative_to(root).parts[0] if root in workspace.parents else None) for root in roots
     )
@@ -189,6 +192,10 @@ def _is_pattern(text: str) -> bool:
     """Whether bash would treat `text` as a glob (`*`, `?` or `[...]`)."""
     bracket = text.find("[")
     return "*" in text or "?" in text or (bracket != -1 and "]" in text[bracket + 2 :])
+
+
+def _temp_dir() -> str:
+    return os.environ.get("TMPDIR") or tempfile.gettempdir()
 
 
 def _may_match_parent(part: str) -> bool:
@@ -729,7 +736,7 @@ def _package_or_container(cmd: SimpleCommand, name: str, args: list[str], ctx: _
     if release:
         return Assessment("destructive", f"{name} {release} releases a package publicly", cmd)
     if name in ("docker", "podman") and _CONTAINER_CLEANUP.match(" ".join(operands[:2])):
-        return Assessment("destructive", f"{name} {' '.join(operands[:2])} deletes containers or images", cmd)
+        return Assessment("destructive", f"{name} {' '.join(operands[:2])} removes containers, images or data", cmd)
     if name == "uv" and operands[:2] == ["pip", "uninstall"]:
         return Assessment("destructive", "uv pip uninstall removes installed packages", cmd)
     if name.startswith("pip") and operands[:1] == ["uninstall"]:
@@ -767,9 +774,8 @@ _CHECKERS = {
     # everything split_commands looks through, so each is as risky as what it runs
     **dict.fromkeys(("env", "nohup", "time", "nice", "timeout", "command", "exec", "xargs", "sudo", "doas",
                      "stdbuf", "builtin", "setsid", "unbuffer", "ionice", "taskset", "chroot", "flock", "strace",
-                     "ltrace", "valgrind", "eval", "trap", "watch"), _wrapper),
+                     "ltrace", "valgrind", "eval", "trap", "watch", "alias"), _wrapper),
     **dict.fromkeys(("sh", "bash", "zsh", "dash", "ksh", "ash", "mksh"), _shell),
-    "alias": _wrapper,
     **dict.fromkeys(("export", "declare", "typeset", "local", "readonly"), _declare),
     "source": _source,
     ".": _source,
@@ -781,7 +787,3 @@ _CHECKERS = {
     "curl": _network_download,
     "wget": _network_download,
 }  # fmt: skip
-
-# `:(){ :|:& };:` -- a function piping itself into itself in the background.
-# (The lookbehind keeps the search linear on long words.)
-_FORK_BOMB = re.compile(r"(?<![\w:.-])([\w:.-]{1,64})\s*\(\s*\)\s*\{\s*\1\s*\|\s*\1\s*&\s*;?\s*\}")

@@ -85,6 +85,11 @@ def inner_commands(command: SimpleCommand, *, recursive: bool = True) -> list[Si
     return _inner(command, depth=1, recursive=recursive)
 
 
+def command_name(command: SimpleCommand) -> str:
+    """The program name without its directory: `/usr/bin/git` -> `git`."""
+    return command.words[0].rsplit("/", 1)[-1] if command.words else ""
+
+
 # --------------------------------------------------------------------------
 # Tokens
 
@@ -452,6 +457,8 @@ class _Parser:
         words = [self._next().value]
         if self._is_keyword(self._peek(), "-p"):
             words.append(self._next().value)
+        if self._is_keyword(self._peek(), "!"):
+            self._next()  # `time ! cmd` negates the pipeline it times
         token = self._peek()
         if self._is_op(token, "(") or self._is_keyword(token, *_COMPOUND_STARTS):
             self._parse_command()
@@ -766,20 +773,19 @@ class _Parser:
         builder.add(self.text[start : self.pos])
 
     def _read_braced_parameter(self, builder: _WordBuilder) -> None:
-        """`${...}`, with nested braces, quotes and substitutions (`${x:-$(y)}`)."""
+        """`${...}` up to the first unquoted `}` -- bash does not count nested
+        braces, so `${x:-{a};rm y}` ends before `;` -- with quotes and
+        substitutions (`${x:-$(y)}`) inside."""
         self.pos += 2
-        depth, inner = 1, _WordBuilder()
-        while depth:
+        inner = _WordBuilder()
+        while not self.text.startswith("}", self.pos):
             if self.pos >= len(self.text):
                 raise ShellSyntaxError("unterminated ${")
-            char = self.text[self.pos]
-            if char in "{}":
-                depth += 1 if char == "{" else -1
-                self.pos += 1
-            elif char in "\\'\"$`":
+            if self.text[self.pos] in "\\'\"$`":
                 self._read_word_part(inner)
             else:
                 self.pos += 1
+        self.pos += 1
         builder.commands.extend(inner.commands)
 
     def _read_ansi_c(self, builder: _WordBuilder) -> None:
@@ -1037,11 +1043,6 @@ _WATCH = _Wrapper(_options("-n --interval -q --equexit"),
                   unsupported=_options("-x --exec"))  # fmt: skip
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "mksh"})
 _FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
-
-
-def command_name(command: SimpleCommand) -> str:
-    """The program name without its directory: `/usr/bin/git` -> `git`."""
-    return command.words[0].rsplit("/", 1)[-1] if command.words else ""
 
 
 def _inner(command: SimpleCommand, depth: int, recursive: bool) -> list[SimpleCommand]:

@@ -227,7 +227,7 @@ async def test_error_events_inside_the_stream(fake_openai):
     assert [e.reason for e in events if isinstance(e, Retrying)] == ["stream error: engine overloaded"]
     with pytest.raises(BackendError, match="prompt too long") as exc:
         await collect(fake_openai)
-    assert exc.value.kind == "request" and len(fake_openai.requests) == 3
+    assert exc.value.kind == "context" and len(fake_openai.requests) == 3
 
 
 async def test_quota_errors_are_not_retried(fake_openai):

@@ -158,3 +158,14 @@ async def test_live_output_is_bounded_but_the_model_still_gets_head_and_tail(ctx
     assert len(live) < 300 * 1024
     assert "live output stops here after 256 KB" in live
     assert result.output.endswith("THE-END\n[exit code 0]")
+
+
+async def test_inherited_cdpath_and_bash_env_are_dropped(ctx, tmp_path, monkeypatch):
+    outside = tmp_path.parent / "cdpath-target"
+    (outside / "sub").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("CDPATH", str(outside))
+    monkeypatch.setenv("BASH_ENV", str(outside / "evil.sh"))
+    (outside / "evil.sh").write_text("echo EVIL\n")
+    (tmp_path / "sub").mkdir()
+    result = await sh(ctx, "cd sub && pwd")
+    assert str(tmp_path / "sub") in result.output and "EVIL" not in result.output

@@ -28,6 +28,7 @@ FORBIDDEN = [
     "sudo rm -rf /", "git status; rm -rf ~", "ls && rm -rf / ", "bash -c 'rm -rf ~'", "eval 'rm -rf /'",
     "echo $(rm -rf ~)", "env rm -rf ~", "nohup rm -rf / &", "{rm,-rf,~}", "trap 'rm -rf ~' EXIT",
     "cd / && rm -rf etc", "cd ~ && echo x > .bashrc", "cd .. && rm -rf project",
+    "shopt -s expand_aliases; alias ls='rm -rf ~'",
     # disks, power, fork bombs
     "mkfs.ext4 /dev/sdb1", "mkfs -t ext4 /dev/sdb1", "dd if=/dev/zero of=/dev/sda bs=1M", "echo x > /dev/sda",
     "cat disk.img > /dev/nvme0n1", ":(){ :|:& };:", "bomb(){ bomb|bomb& }; bomb",
@@ -44,6 +45,7 @@ FORBIDDEN = [
     "install -m755 tool /usr/local/bin/tool", "install -d /opt/x", "rm /etc/passwd", "unlink ~/.bashrc",
     "sort -o /etc/x names.txt", "git diff --output=/etc/x", "curl -o ~/x.sh https://example.com",
     "find / -name '*.log' -delete", "find ~ -exec rm {} \\;", "rsync -a src/ /srv/www/",
+    "strace -o /etc/trace.log ls", "time -o ~/timing.txt ls", "flock /etc/lock ls",
 ]  # fmt: skip
 
 
@@ -70,7 +72,8 @@ DESTRUCTIVE = [
     "docker rm web", "docker rmi img", "docker system prune -af", "docker volume prune", "npm publish",
     "cargo publish", "pip uninstall -y requests", "python -m pip uninstall requests", "crontab -e", "crontab -r",
     "find . -name '*.pyc' -delete", "find . -exec rm {} \\;", "find . -name '*.tmp' | xargs rm",
-    "echo x > .git/hooks/pre-commit", "$EDITOR notes.txt", "/???/r? -rf build", "echo x > $OUT",
+    "echo x > .git/hooks/pre-commit", "rm -rf .git", "git --exec-path=/tmp/x status",
+    "export CDPATH=/; cd etc; rm x", "$EDITOR notes.txt", "/???/r? -rf build", "echo x > $OUT",
 ]  # fmt: skip
 
 
@@ -92,7 +95,8 @@ READ_ONLY = [
     "git tag -l 'v1*'", "git -C sub status", "git --no-pager log -p",
     "cat x | grep y | head -5", "ls 2>&1", "ls > /dev/null 2>&1", "grep -q x f 2>/dev/null", "echo oops >&2",
     "cd src && ls", "echo $HOME", "cat <<'EOF'\nhello\nEOF", "find . -type f | xargs grep -l TODO",
-    "[ -f x ] && cat x", "timeout 5 ls", "LC_ALL=C sort names.txt", "x=1", "# just a comment", "",
+    "[ -f x ] && cat x", "timeout 5 ls", "LC_ALL=C sort names.txt", "x=1", "export FOO=1", "# just a comment", "",
+    "set -euo pipefail; git status", "alias ll='ls -la'",
 ]  # fmt: skip
 
 
@@ -112,9 +116,10 @@ NORMAL = [
     "git tag v1.0", "git clean -n", "cd src && make", "echo x > /tmp/scratch.txt", "echo x > $TMPDIR/out",
     "find . -name '*.py' -exec python -m py_compile {} \\;", "sort -o sorted.txt names.txt",
     "curl -o page.html https://example.com", "wget https://example.com/a.tgz", "docker ps", "docker build .",
-    "FOO=1 ls", "PATH=/opt/bin:$PATH", "PATH=. git status", "timeout 60 pytest",
+    "FOO=1 ls", "PATH=/opt/bin:$PATH", "export PATH=.:$PATH", "PATH=. git status", "timeout 60 pytest",
     "nohup python server.py > server.log 2>&1 &", "bash scripts/test.sh", "bash -c 'make && pytest'",
     "source .venv/bin/activate && pytest", "cat > src/new.py <<'EOF'\nprint('hi')\nEOF",
+    "strace -f -o trace.log ls", "rg --pre ./decode.sh pattern", "sort --compress-program=gzip big.txt",
 ]  # fmt: skip
 
 

@@ -55,6 +55,7 @@ AGENT_COMMANDS = [
     ("time pytest -q", [("time", "pytest", "-q"), ("pytest", "-q")]),
     ("time (make && make test)", [("make",), ("make", "test")]),
     ("time CI=1 make", [("time", "make"), ("make",)]),
+    ("time ! make", [("time", "make"), ("make",)]),
     ("{ echo start; make; } > build.log 2>&1", [("echo", "start"), ("make",), ()]),
     ("(cd docs && make html)", [("cd", "docs"), ("make", "html")]),
     ("f() { echo hi; }; f", [("echo", "hi"), ("f",)]),
@@ -132,6 +133,7 @@ SMUGGLED = [
     "git status 2>$(rm -rf ~)",
     "x=$(rm -rf ~) git status",
     "echo ${x:-$(rm -rf ~)}",
+    "echo ${x:-{a};rm -rf ~ #}",  # `${` ends at the first `}`: bash does not nest braces
     "echo $(( $(rm -rf ~) + 1 ))",
     "[[ -z $(rm -rf ~) ]]",
     "for f in $(rm -rf ~); do :; done",
@@ -173,6 +175,7 @@ SMUGGLED = [
     "builtin eval 'rm -rf ~'",
     "watch -n 5 rm -rf '~'",
     "strace -f rm -rf ~",
+    "alias ls='rm -rf ~'",
 ]
 
 
