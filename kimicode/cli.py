@@ -45,6 +45,7 @@ def main_command(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id.")] = None,
     approval_mode: Annotated[Optional[Mode], typer.Option(help="ask | auto-edit | auto (headless default) | yolo | plan.")] = None,
     yolo: Annotated[bool, typer.Option("--yolo", help="Allow everything except the hard deny-list.")] = False,
+    plan: Annotated[bool, typer.Option("--plan", help="Plan mode: read and investigate only, answer with a plan.")] = False,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Most model calls for the task.")] = None,
     max_cost: Annotated[Optional[float], typer.Option(min=0.0, help="Stop once the task has cost this many USD.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop once the task has used this many tokens (in + out).")] = None,
@@ -62,15 +63,19 @@ def main_command(
         raise typer.Exit()
     if ctx.invoked_subcommand is not None:
         return
-    if yolo and approval_mode not in (None, Mode.yolo):
-        raise typer.BadParameter("--yolo contradicts --approval-mode", param_hint="--yolo")
+    if yolo and plan:
+        raise typer.BadParameter("--yolo contradicts --plan", param_hint="--yolo")
+    shortcut = Mode.yolo if yolo else Mode.plan if plan else None
+    if shortcut and approval_mode not in (None, shortcut):
+        raise typer.BadParameter(f"--{shortcut.value} contradicts --approval-mode", param_hint=f"--{shortcut.value}")
+    approval_mode = shortcut or approval_mode
     if continue_ and resume:
         raise typer.BadParameter("use either --continue or --resume", param_hint="--continue")
     flags = {
         "provider": provider,
         "base_url": base_url,
         "model": model,
-        "approval_mode": "yolo" if yolo else (approval_mode.value if approval_mode else None),
+        "approval_mode": approval_mode.value if approval_mode else None,
         "max_steps": max_steps,
         "max_cost": max_cost,
         "max_tokens": max_tokens,
@@ -111,6 +116,21 @@ def sessions(
         prompt = " ".join(state.first_prompt.split())[:60]
         where = f"  {state.meta.get('cwd', '')}" if all_ else ""
         print(f"{state.id}  {when}  {len(state.messages):>4} msgs  {prompt}{where}")
+
+
+@app.command()
+def init(
+    cwd: Annotated[Optional[Path], typer.Option("--cwd", "-C", help="Workspace directory (default: the current one).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id.")] = None,
+) -> None:
+    """Draft an AGENTS.md for this repository (the agent reads the repo, then writes it)."""
+    from kimicode import prompts
+
+    workspace = (cwd or Path.cwd()).resolve()
+    _setup_logging(False)
+    # auto-edit: it may write AGENTS.md; commands beyond read-only ones are refused.
+    flags = {"model": model, "approval_mode": "auto-edit"}
+    raise typer.Exit(_run_headless(prompts.render("init"), "text", workspace, flags, None))
 
 
 def _load_session(session: str, workspace: Path):  # -> SessionState

@@ -270,3 +270,51 @@ def test_an_endpoint_without_usage_is_warned_about_once(fake_openai, project):
     proc = kimicode(fake_openai, project, "--task", "hi", "--max-cost", "0.01")
     assert proc.returncode == 0
     assert proc.stderr.count("reports no token usage") == 1
+
+
+def test_agents_md_root_in_the_prompt_nested_ones_with_their_files(fake_openai, project):
+    (project / "AGENTS.md").write_text("Use tabs.\n")
+    (project / "lib").mkdir()
+    (project / "lib" / "AGENTS.md").write_text("lib: never raise, return errors.\n")
+    (project / "lib" / "a.py").write_text("A = 1\n")
+    (project / "lib" / "b.py").write_text("B = 1\n")
+    fake_openai.script(Reply(tool_calls=[ToolCall("read_file", {"path": "lib/a.py"})]),
+                       Reply(tool_calls=[ToolCall("read_file", {"path": "lib/b.py"})]), Reply(text="ok"))
+    assert kimicode(fake_openai, project, "--task", "look").returncode == 0
+    system = fake_openai.requests[0]["messages"][0]["content"]
+    assert "Use tabs." in system and "never raise" not in system
+    first, second = (r["messages"][-1]["content"] for r in fake_openai.requests[1:])
+    assert "Instructions from lib/AGENTS.md" in first and "never raise" in first
+    assert "never raise" not in second  # shown once
+
+
+def test_an_agents_md_symlink_leaving_the_workspace_is_ignored(fake_openai, project, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET\n")
+    (project / "AGENTS.md").symlink_to(secret)
+    fake_openai.script(Reply(text="ok"))
+    assert kimicode(fake_openai, project, "--task", "look").returncode == 0
+    assert "TOP SECRET" not in fake_openai.requests[0]["messages"][0]["content"]
+
+
+def test_plan_mode_reads_but_does_not_write(fake_openai, project):
+    fake_openai.script(Reply(tool_calls=[ToolCall("read_file", {"path": "app.py"}),
+                                         ToolCall("write_file", {"path": "new.py", "content": "x"})]),
+                       Reply(text="1. change VALUE"))
+    proc = kimicode(fake_openai, project, "--task", "plan it", "--plan", "-o", "json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["result"] == "1. change VALUE"
+    assert not (project / "new.py").exists()
+    assert "Mode: plan — you may read and search" in fake_openai.requests[0]["messages"][0]["content"]
+    results = [m["content"] for m in fake_openai.requests[1]["messages"] if m["role"] == "tool"]
+    assert "VALUE = 1" in results[0] and "plan mode is read-only" in results[1]
+
+
+def test_init_drafts_agents_md(fake_openai, project):
+    draft = "# AGENTS.md\n\nRun tests with `pytest`.\n"
+    fake_openai.script(Reply(tool_calls=[ToolCall("list_dir", {})]),
+                       Reply(tool_calls=[ToolCall("write_file", {"path": "AGENTS.md", "content": draft})]),
+                       Reply(text="Wrote AGENTS.md."))
+    proc = kimicode(fake_openai, project, "init")
+    assert proc.returncode == 0, proc.stderr
+    assert (project / "AGENTS.md").read_text() == draft
+    assert "Write an AGENTS.md" in fake_openai.requests[0]["messages"][1]["content"]

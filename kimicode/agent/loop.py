@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from kimicode.agent.context import (
     plan_compaction,
     render_for_summary,
 )
+from kimicode.agent.instructions import ProjectInstructions
 from kimicode.agent.session import SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy
 from kimicode.backends.base import (
@@ -132,6 +134,7 @@ class Agent:
         self.cost_usd = 0.0
         self.steps = 0  # model calls, all turns
         self.meter = ContextMeter()
+        self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
         self._turn_task: asyncio.Task[None] | None = None
         self._warned_no_usage = False
@@ -409,6 +412,7 @@ class Agent:
             else:
                 self.ctx.call_id = call.id
                 result = await tool.execute(params, self.ctx)
+                result = self._with_local_instructions(params, result)
         assert result is not None
         repeats = self._count_failure(call, result)
         output = result.output
@@ -422,6 +426,12 @@ class Agent:
         if repeats >= LOOP_STOP_AT:
             raise StopTurn("loop", f"stopped: {call.name} failed {repeats} times with identical arguments and "
                                    f"result ({result.output.splitlines()[0][:200] if result.output else 'no output'})")
+
+    def _with_local_instructions(self, params: Any, result: ToolResult) -> ToolResult:
+        """Add the AGENTS.md of a folder the first time a call touches it."""
+        path = getattr(params, "path", None) or getattr(params, "cwd", None)
+        notes = self.instructions.for_path(path) if isinstance(path, str) and not result.is_error else ""
+        return dataclasses.replace(result, output=f"{result.output}\n\n{notes}") if notes else result
 
     def _count_failure(self, call: ToolCallDone, result: ToolResult) -> int:
         """How often this exact failing call (same tool, arguments and result) happened

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from kimicode import prompts
+from kimicode.agent.instructions import ProjectInstructions
 from kimicode.agent.loop import Agent, Limits
 from kimicode.agent.session import SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy, RuleStore
@@ -14,7 +15,7 @@ from kimicode.config import ApprovalMode, Settings, project_grants_path, resolve
 from kimicode.tools.base import ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
-from kimicode.workspace import PathError, Workspace
+from kimicode.workspace import Workspace
 
 
 def create_agent(
@@ -64,13 +65,15 @@ def system_prompt(workspace: Workspace, mode: str) -> str:
         platform=f"{platform.system()} {platform.release()}",
         date=time.strftime("%Y-%m-%d"),
         mode=mode,
-        project_instructions=_project_instructions(workspace),
+        mode_note=_MODE_NOTES.get(mode, ""),
+        project_instructions=ProjectInstructions(workspace).root(),
     )
 
 
-def _project_instructions(workspace: Workspace) -> str:
-    try:  # through the guard: an AGENTS.md symlink must not pull in files from elsewhere
-        text = workspace.resolve("AGENTS.md").read_text(encoding="utf-8", errors="replace").strip()
-    except (PathError, OSError):
-        return ""
-    return f"\n# Project instructions (AGENTS.md)\n{text}\n" if text else ""
+_MODE_NOTES = {
+    "plan": (
+        " — you may read and search, but not edit files or run commands that change anything. Investigate, "
+        "keep the plan with update_plan, then reply with a concrete plan (files, changes, how to test it) and "
+        "stop: the user switches modes to carry it out."
+    ),
+}
