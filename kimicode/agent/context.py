@@ -10,8 +10,15 @@ from its result.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from kimicode import prompts
+from kimicode.backends.base import Backend, BackendError, ChatRequest, Retrying, TextDelta, Usage
+
+log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 3.2  # conservative for code and JSON with K2's tokenizer (~3.5-4 for prose)
 COMPACT_AT = 0.85  # fraction of the context window that triggers compaction
@@ -119,3 +126,30 @@ def fallback_summary(messages: list[dict[str, Any]]) -> str:
     if actions:
         parts += ["Tool calls made (oldest first):", *(f"- {a}" for a in actions[-60:])]
     return "\n".join(parts)
+
+
+async def summarize(backend: Backend, older: list[dict[str, Any]], account: Callable[[Usage], None]) -> str:
+    """The model's summary of `older` (its usage passed to `account`, so compaction counts
+    towards the budgets); a mechanical summary if the model call fails."""
+    request = ChatRequest(
+        [
+            {"role": "system", "content": prompts.render("compact", max_words="600")},
+            {"role": "user", "content": render_for_summary(older, int(backend.info.context_window * CHARS_PER_TOKEN / 2))},
+        ],
+        temperature=0.3,
+        max_tokens=2_000,
+    )
+    text: list[str] = []
+    try:
+        async for event in backend.stream(request):
+            match event:
+                case TextDelta(text=piece):
+                    text.append(piece)
+                case Retrying():
+                    text.clear()
+                case Usage():
+                    account(event)
+    except BackendError as exc:
+        log.warning("compaction summary failed, using a plain one: %s", exc)
+        return fallback_summary(older)
+    return "".join(text).strip() or fallback_summary(older)

@@ -19,15 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kimicode import prompts
-from kimicode.agent.context import (
-    CHARS_PER_TOKEN,
-    COMPACT_AT,
-    KEEP_RECENT,
-    ContextMeter,
-    fallback_summary,
-    plan_compaction,
-    render_for_summary,
-)
+from kimicode.agent.context import COMPACT_AT, KEEP_RECENT, ContextMeter, plan_compaction, summarize
 from kimicode.agent.instructions import ProjectInstructions
 from kimicode.agent.session import SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy
@@ -263,7 +255,7 @@ class Agent:
         if plan.older:
             note = prompts.render(
                 "compacted",
-                summary=await self._summarize(plan.older),
+                summary=await summarize(self.backend, plan.older, self._account),
                 plan=_render_plan(self.plan),
                 transcript=str(self.session.path) if self.session else "the session log",
             )
@@ -276,32 +268,6 @@ class Agent:
         self.meter.reset()
         self._emit(Compacted(before, self.meter.tokens(self.messages), len(plan.older)))
         return True
-
-    async def _summarize(self, older: list[dict[str, Any]]) -> str:
-        """The model's summary of `older`; a mechanical one if the model call fails."""
-        window = self.backend.info.context_window
-        request = ChatRequest(
-            [
-                {"role": "system", "content": prompts.render("compact", max_words="600")},
-                {"role": "user", "content": render_for_summary(older, max_chars=int(window * CHARS_PER_TOKEN / 2))},
-            ],
-            temperature=0.3,
-            max_tokens=2_000,
-        )
-        text: list[str] = []
-        try:
-            async for event in self.backend.stream(request):
-                match event:
-                    case TextDelta(text=piece):
-                        text.append(piece)
-                    case Retrying():
-                        text.clear()
-                    case Usage():
-                        self._account(event)  # compaction counts towards the budgets
-        except BackendError as exc:
-            log.warning("compaction summary failed, using a plain one: %s", exc)
-            return fallback_summary(older)
-        return "".join(text).strip() or fallback_summary(older)
 
     async def _call_model(self) -> _Reply:
         text: list[str] = []
