@@ -46,6 +46,8 @@ def main_command(
     approval_mode: Annotated[Optional[Mode], typer.Option(help="ask | auto-edit | auto (headless default) | yolo | plan.")] = None,
     yolo: Annotated[bool, typer.Option("--yolo", help="Allow everything except the hard deny-list.")] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Plan mode: read and investigate only, answer with a plan.")] = False,
+    test_cmd: Annotated[Optional[str], typer.Option("--test-cmd", help="How to run the tests (default: detected).")] = None,
+    no_auto_test: Annotated[bool, typer.Option("--no-auto-test", help="Do not run the tests after edits.")] = False,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Most model calls for the task.")] = None,
     max_cost: Annotated[Optional[float], typer.Option(min=0.0, help="Stop once the task has cost this many USD.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop once the task has used this many tokens (in + out).")] = None,
@@ -79,6 +81,8 @@ def main_command(
         "max_steps": max_steps,
         "max_cost": max_cost,
         "max_tokens": max_tokens,
+        "test_command": test_cmd,
+        "auto_test": False if no_auto_test else None,
         "timeout": timeout,
     }
     workspace = (cwd or Path.cwd()).resolve()

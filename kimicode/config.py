@@ -78,6 +78,8 @@ class Settings(_Strict):
     max_cost: float | None = Field(None, gt=0, description="Stop once the task has cost this many USD.")
     max_tokens: int | None = Field(None, gt=0, description="Stop once the task has used this many tokens (in + out).")
     timeout: float | None = Field(None, gt=0, description="Stop a task after this many seconds.")
+    test_command: str | None = Field(None, description="How to run the tests; detected from the repo when unset.")
+    auto_test: bool = Field(True, description="Run the tests when the agent finishes an edit; feed failures back.")
     shell_timeout: float = Field(120.0, gt=0, le=3600, description="Default timeout of one shell command (s).")
     request_timeout: float = Field(300.0, gt=0, description="Timeout of one model request (s).")
     retry: RetrySettings = Field(default_factory=RetrySettings)

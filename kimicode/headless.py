@@ -80,6 +80,7 @@ async def run_task(
             "cached_tokens": agent.usage.cached_tokens,
         },
         "cost_usd": round(agent.cost_usd, 6),
+        "tests": agent.verifier.last.report() if agent.verifier and agent.verifier.last else None,
     }
     if output_format != "text":
         _write_line(out, result)
@@ -111,6 +112,7 @@ def _result_record(status: str, stop_reason: str, result: str, files_changed: li
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0},
         "cost_usd": 0.0,
         "files_changed": files_changed or [],
+        "tests": None,
     }
 
 

@@ -16,12 +16,14 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kimicode import prompts
 from kimicode.agent.context import COMPACT_AT, KEEP_RECENT, ContextMeter, plan_compaction, summarize
 from kimicode.agent.instructions import ProjectInstructions
 from kimicode.agent.session import SessionLog, SessionState
+from kimicode.agent.verify import TestRun, Verifier
 from kimicode.approval import ApprovalPolicy
 from kimicode.backends.base import (
     Backend,
@@ -51,11 +53,13 @@ from kimicode.events import (
     UsageUpdated,
 )
 from kimicode.tools.base import ToolContext, ToolError, ToolRegistry, ToolResult
+from kimicode.tools.shell_risk import assess
 
 log = logging.getLogger(__name__)
 
 LOOP_WARN_AT = 3  # identical failing calls before the model is told to change course
 LOOP_STOP_AT = 5  # ... and before the turn is stopped
+MAX_VERIFY_ROUNDS = 4  # failing test runs fed back per turn before the model's answer stands
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,7 @@ class Agent:
         limits: Limits = Limits(),
         session: SessionLog | None = None,
         resumed: SessionState | None = None,
+        verifier: Verifier | None = None,
     ):
         self.backend = backend
         self.tools = tools
@@ -125,6 +130,9 @@ class Agent:
         self.usage = Usage()
         self.cost_usd = 0.0
         self.steps = 0  # model calls, all turns
+        self.verifier = verifier
+        self._verified_files: set[Path] = set()  # ctx.changed_files as of the last passing test run
+        self._shell_changes = False  # a command that may change files ran since then
         self.meter = ContextMeter()
         self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
@@ -183,6 +191,8 @@ class Agent:
         self._emit = emit
         self.ctx.emit = self._emit_from_tool
         self._failures.clear()
+        if self.verifier:
+            self.verifier.rounds = 0
         started = len(self.messages)
         result, reason, error_kind = "", "end_turn", "internal"
         try:
@@ -235,9 +245,53 @@ class Agent:
                     raise StopTurn("length", reply.text + "\n[the reply hit the output token limit]")
                 if reply.finish == "content_filter":
                     raise StopTurn("error", "the provider's content filter stopped the reply")
-                return reply.text
+                feedback = await self._verify()
+                if feedback is None:
+                    return reply.text
+                self._append({"role": "user", "content": feedback})
+                continue
             for call in reply.calls:
                 await self._run_tool(call)
+
+    async def _verify(self) -> str | None:
+        """Run the tests if something changed since they last passed; the failure report
+        for the model, or None when there is nothing (more) to do."""
+        verifier = self.verifier
+        unverified = self.ctx.changed_files - self._verified_files
+        if verifier is None or self.policy.mode == "plan" or not (unverified or self._shell_changes):
+            return None
+        changed = sorted(self.ctx.workspace.relative(p) for p in unverified)
+        for command, narrowed in verifier.commands(changed):
+            run = await self._run_tests(command, narrowed)
+            if run is None:
+                return None  # not approved: the model's answer stands
+            if not run.outcome.passed:
+                verifier.rounds += 1
+                if verifier.rounds > MAX_VERIFY_ROUNDS:
+                    return None  # give up; the result still reports the failing tests
+                return prompts.render("tests_failed", command=command, summary=run.outcome.summary())
+        self._mark_verified()
+        return None
+
+    def _mark_verified(self) -> None:
+        self._verified_files = set(self.ctx.changed_files)
+        self._shell_changes = False
+
+    async def _run_tests(self, command: str, narrowed: bool) -> TestRun | None:
+        assert self.verifier is not None
+        call = ToolCallDone(f"kimicode.tests:{self.steps}:{int(narrowed)}", "shell", json.dumps({"command": command}))
+        title = f"Run {'relevant ' if narrowed else ''}tests: {command}"
+        self._emit(ToolCallStarted(call.id, "run_tests", {"command": command}, title, "execute"))
+        denial = await self._approve(call, title, "execute", {"command": command})
+        if denial is not None:
+            self._emit(ToolCallFinished(call.id, "run_tests", denial, True))
+            return None
+        started = time.monotonic()
+        self.ctx.call_id = call.id
+        run = await self.verifier.run(command, narrowed, self.ctx)
+        self._emit(ToolCallFinished(call.id, "run_tests", run.outcome.summary(), not run.outcome.passed,
+                                    {"tests": run.report()}, time.monotonic() - started))
+        return run
 
     def _tokens_spent(self) -> int:
         return self.usage.prompt_tokens + self.usage.completion_tokens
@@ -379,6 +433,7 @@ class Agent:
                 self.ctx.call_id = call.id
                 result = await tool.execute(params, self.ctx)
                 result = self._with_local_instructions(params, result)
+                self._note_shell_effects(call.name, arguments, result)
         assert result is not None
         repeats = self._count_failure(call, result)
         output = result.output
@@ -392,6 +447,17 @@ class Agent:
         if repeats >= LOOP_STOP_AT:
             raise StopTurn("loop", f"stopped: {call.name} failed {repeats} times with identical arguments and "
                                    f"result ({result.output.splitlines()[0][:200] if result.output else 'no output'})")
+
+    def _note_shell_effects(self, tool_name: str, arguments: dict[str, Any], result: ToolResult) -> None:
+        """Whether a shell command may have changed files (the tests must run again),
+        or was the model running the full test suite itself, successfully."""
+        command = arguments.get("command")
+        if tool_name != "shell" or not isinstance(command, str):
+            return
+        if self.verifier and self.verifier.counts_as_run(command) and result.display.get("exit_code") == 0:
+            self._mark_verified()
+        elif assess(command, self.ctx.workspace.root).risk != "read_only":
+            self._shell_changes = True
 
     def _with_local_instructions(self, params: Any, result: ToolResult) -> ToolResult:
         """Add the AGENTS.md of a folder the first time a call touches it."""

@@ -9,6 +9,8 @@ from pathlib import Path
 from kimicode import prompts
 from kimicode.agent.instructions import ProjectInstructions
 from kimicode.agent.loop import Agent, Limits
+from kimicode.agent.testing import detect_test_command
+from kimicode.agent.verify import Verifier
 from kimicode.agent.session import SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy, RuleStore
 from kimicode.config import ApprovalMode, Settings, project_grants_path, resolve_endpoint
@@ -55,7 +57,15 @@ def create_agent(
         Limits(settings.max_steps, settings.max_cost, settings.max_tokens, settings.timeout),
         session,
         resume,
+        _verifier(settings, workspace.root),
     )
+
+
+def _verifier(settings: Settings, root: Path) -> Verifier | None:
+    if not settings.auto_test:
+        return None
+    test = detect_test_command(root, settings.test_command)
+    return Verifier(test) if test else None
 
 
 def system_prompt(workspace: Workspace, mode: str) -> str:

@@ -81,11 +81,7 @@ def detect_test_command(root: Path, configured: str | None = None) -> TestComman
 
 
 def _guess_framework(command: str, root: Path) -> str:
-    for framework, pattern in _COMMAND_HINTS:
-        if re.search(pattern, command):
-            break
-    else:
-        return "custom"
+    framework = next((name for name, pattern in _COMMAND_HINTS if re.search(pattern, command)), "custom")
     if framework == "npm":  # the script says which runner the package manager starts
         package = _read_json(root / "package.json")
         return _js_framework(_test_script(package) or "", package)
@@ -311,8 +307,10 @@ def _relative_path(root: Path, path: str) -> str | None:
             candidate = candidate.resolve().relative_to(root.resolve())
         except ValueError:
             return None  # outside the workspace
+    if ".." in candidate.parts:
+        return None
     text = candidate.as_posix()
-    return text.removeprefix("./") or None
+    return None if text == "." else text
 
 
 def _quoted(paths: list[str]) -> str:
@@ -348,20 +346,18 @@ class TestOutcome:
         """What the model reads: a line with the counts, then every failing test with
         its location, message and traceback excerpt, within `max_chars`. Details are
         trimmed first, so that every failing test stays named; what was cut is said."""
-        head = self._headline()
+        counts = _format_counts(self.counts)
+        outcome = "Tests passed" if self.passed else f"Tests failed (exit code {self.exit_code})"
+        head = f"{outcome}: {counts}." if counts else f"{outcome}."
         if self.passed:
             return _fit(head, max_chars)
         if self.note:
             head += "\n" + self.note
         if not self.failures:
-            return _fit_tail(f"{head}\nNo failing test could be identified; the last lines of output:", self.output_tail, max_chars)
+            return _fit_tail(
+                f"{head}\nNo failing test could be identified; the last lines of output:", self.output_tail, max_chars
+            )
         return _fit_failures(head, [_failure_lines(failure) for failure in self.failures], max_chars)
-
-    def _headline(self) -> str:
-        counts = _format_counts(self.counts)
-        if self.passed:
-            return f"Tests passed: {counts}." if counts else "Tests passed."
-        return f"Tests failed (exit code {self.exit_code}): {counts}." if counts else f"Tests failed (exit code {self.exit_code})."
 
 
 _COUNT_ORDER = ("failed", "errors", "passed", "skipped")
@@ -376,9 +372,7 @@ def _format_counts(counts: dict[str, int]) -> str:
 def _failure_lines(failure: TestFailure) -> list[str]:
     lines = [f"FAIL {failure.name}" + (f" at {failure.location}" if failure.location else "")]
     lines += [f"    {line}" for line in failure.message.splitlines()]
-    if failure.traceback:
-        lines.append("  traceback (project files):")
-        lines += [f"    {line}" for line in failure.traceback.splitlines()]
+    lines += [f"  at {line}" for line in failure.traceback.splitlines()]  # project frames, outermost first
     return lines
 
 
@@ -386,21 +380,24 @@ _CUT_NOTE_RESERVE = 120  # room kept for the note saying what was cut
 
 
 def _fit_failures(head: str, blocks: list[list[str]], max_chars: int) -> str:
-    """Each block's first line names the test. A block gets the room left once every
-    later test's name line is set aside, so details shrink before names go."""
+    """Each block's first line names the test and the second starts its message. A
+    block gets the room left once every later test's first two lines (or, short of
+    room, its name line) are set aside, so details shrink before names go."""
     left = max_chars - len(head) - 1 - _CUT_NOTE_RESERVE
-    name_costs = [len(block[0]) + 1 for block in blocks]
+    brief_costs = [_cost(block[:2]) for block in blocks]
+    reserve = brief_costs if sum(brief_costs) <= left else [_cost(block[:1]) for block in blocks]
     out: list[str] = []
     trimmed = unlisted = 0
     for index, block in enumerate(blocks):
-        room = left - sum(name_costs[index + 1 :])
-        taken = _take_lines(block, room) or _take_lines(block[:1], left)
+        taken = _take_lines(block, left - sum(reserve[index + 1 :])) or _take_lines(block[:1], left)
         if not taken:
             unlisted = len(blocks) - index
             break
         trimmed += len(taken) < len(block)
+        while not taken[-1].strip():  # a cut can end on a blank line inside a diff
+            taken.pop()
         out += taken
-        left -= sum(len(line) + 1 for line in taken)
+        left -= _cost(taken)
     cuts = []
     if trimmed:
         cuts.append(f"details of {trimmed} failing test{'s' * (trimmed > 1)} trimmed")
@@ -411,16 +408,13 @@ def _fit_failures(head: str, blocks: list[list[str]], max_chars: int) -> str:
     return _fit("\n".join([head, *out]), max_chars)
 
 
+def _cost(lines: list[str]) -> int:
+    return sum(len(line) + 1 for line in lines)
+
+
 def _fit_tail(head: str, tail: str, max_chars: int) -> str:
     """The head, then as many of the tail's last lines as fit."""
-    lines = tail.splitlines()
-    room = max_chars - len(head) - 1
-    kept: list[str] = []
-    for line in reversed(lines):
-        if len(line) + 1 > room:
-            break
-        kept.insert(0, line)
-        room -= len(line) + 1
+    kept = _take_lines(tail.splitlines()[::-1], max_chars - len(head) - 1)[::-1]
     return _fit("\n".join([head, *kept]), max_chars)
 
 
@@ -475,8 +469,10 @@ def _run_notes(text: str, exit_code: int, timed_out: bool) -> list[str]:
         notes.append("The test run timed out and was stopped, so its results are incomplete.")
     elif exit_code < 0:
         notes.append(f"The test run was killed by {_signal_name(-exit_code)}: it crashed or was stopped.")
-    elif exit_code > 128 and _signal_name(exit_code - 128).startswith("SIG"):
-        notes.append(f"Exit code {exit_code}: the test process was probably killed by {_signal_name(exit_code - 128)} (a crash or out of memory).")
+    elif exit_code > 128 and (name := _signal_name(exit_code - 128)).startswith("SIG"):
+        notes.append(
+            f"Exit code {exit_code}: the test process was probably killed by {name} (a crash or out of memory)."
+        )
     if crash := _CRASH.search(text):
         notes.append(f"The test process crashed: {crash.group().strip()[:LINE_WIDTH]}")
     return notes
@@ -499,6 +495,7 @@ def _project_frames(frames: list[_Frame]) -> list[_Frame]:
 
 
 def _format_frames(frames: list[_Frame]) -> str:
+    """One line per frame, outermost first as in Python tracebacks."""
     return "\n".join(f"{path}:{line}: {code}" if code else f"{path}:{line}" for path, line, code in frames)
 
 
@@ -532,7 +529,7 @@ def _counts(pairs: list[tuple[str, str]], aliases: dict[str, str] | None = None)
 
 _PYTEST_BANNER = re.compile(r"^={3,} ?(.*?) ?={3,}$")  # ===== FAILURES =====
 _PYTEST_SECTION = re.compile(r"^_{3,} (.+?) _{3,}$")  # _____ test_name _____
-_PYTEST_SHORT = re.compile(r"^(FAILED|ERROR) (.+?)(?: - (.*))?$")
+_PYTEST_SHORT = re.compile(r"^(FAILED|ERROR) (\S.*?)(?: - (.*))?$")
 _PYTEST_FINAL = re.compile(r"(?:no tests ran|\d+ \w+(?:, \d+ \w+)*) in [\d.]+s(?: \(.*\))?")
 _PYTEST_CAPTURED = re.compile(r"^-{3,} Captured .* -{3,}$")
 _PY_FRAME = re.compile(r"^([^\s:][^:]*\.py):(\d+):(?: (.*))?$")
@@ -542,8 +539,9 @@ _PYTEST_ALIASES = {"error": "errors", "warning": "warnings"}
 def _parse_pytest(text: str) -> _Parsed:
     lines = text.splitlines()
     parsed = _Parsed()
-    short = [m.groups() for line in lines if (m := _PYTEST_SHORT.match(line))]
-    sections = _pytest_sections(lines)
+    regions = _pytest_regions(lines)
+    short = [m.groups() for line in regions.get("short test summary info", []) if (m := _PYTEST_SHORT.match(line))]
+    sections = _pytest_sections(regions)
     used: set[int] = set()
     for kind, nodeid, short_message in short:
         index = _match_section(sections, kind, nodeid, used)
@@ -555,7 +553,8 @@ def _parse_pytest(text: str) -> _Parsed:
     for line in reversed(lines):
         if _PYTEST_FINAL.fullmatch(line.strip("= ")):
             parsed.counts = _counts(re.findall(r"(\d+) (\w+)", line), _PYTEST_ALIASES)
-            if "no tests ran" in line:
+            ran = ("passed", "failed", "errors", "skipped", "xfailed", "xpassed")
+            if not any(parsed.counts.get(key) for key in ran):  # e.g. all deselected: exit code 5
                 parsed.notes.append("No tests ran.")
             break
     for line in lines:
@@ -567,24 +566,36 @@ def _parse_pytest(text: str) -> _Parsed:
     return parsed
 
 
-def _pytest_sections(lines: list[str]) -> list[tuple[str, str, list[str]]]:
-    """(kind, section name, lines) for each section under the FAILURES and ERRORS banners."""
-    sections: list[tuple[str, str, list[str]]] = []
-    kind = None
+def _pytest_regions(lines: list[str]) -> dict[str, list[str]]:
+    """The lines under each `==== title ====` banner (FAILURES, short test summary info...)."""
+    regions: dict[str, list[str]] = {}
+    current = regions.setdefault("", [])
     for line in lines:
         if banner := _PYTEST_BANNER.match(line):
-            kind = {"FAILURES": "FAILED", "ERRORS": "ERROR"}.get(banner.group(1))
-        elif kind and (section := _PYTEST_SECTION.match(line)):
-            sections.append((kind, section.group(1), []))
-        elif kind and sections:
-            sections[-1][2].append(line)
+            current = regions.setdefault(banner.group(1), [])
+        else:
+            current.append(line)
+    return regions
+
+
+def _pytest_sections(regions: dict[str, list[str]]) -> list[tuple[str, str, list[str]]]:
+    """(kind, title, lines) for each `____ title ____` section under ERRORS and FAILURES."""
+    sections: list[tuple[str, str, list[str]]] = []
+    for kind, banner in (("ERROR", "ERRORS"), ("FAILED", "FAILURES")):
+        for line in regions.get(banner, []):
+            if section := _PYTEST_SECTION.match(line):
+                sections.append((kind, section.group(1), []))
+            elif sections and sections[-1][0] == kind:
+                sections[-1][2].append(line)
     return sections
 
 
 def _section_nodeid(name: str) -> str:
     """The node id tail that a section title stands for: "ERROR at setup of test_x" is
     test_x, "ERROR collecting tests/a.py" is the file, "TestA.test_b" is TestA::test_b."""
-    name = re.sub(r"^ERROR (?:at (?:setup|teardown) of |collecting )", "", name)
+    if name.startswith("ERROR collecting "):
+        return name.removeprefix("ERROR collecting ")
+    name = re.sub(r"^ERROR at (?:setup|teardown) of ", "", name)
     function, bracket, params = name.partition("[")  # parameter ids may contain dots
     return function.replace(".", "::") + bracket + params
 
@@ -654,7 +665,7 @@ def _parse_unittest(text: str) -> _Parsed:
     ran = re.search(r"^Ran (\d+) tests? in ", text, re.M)
     result = re.search(r"^(?:OK|FAILED)(?: \((.*)\))?$", text, re.M)
     if ran:
-        pairs = [(n, w) for w, n in re.findall(r"([a-z ]+)=(\d+)", result.group(1) or "")] if result else []
+        pairs = [(n, w.strip()) for w, n in re.findall(r"([a-z ]+)=(\d+)", result.group(1) or "")] if result else []
         counts = _counts(pairs, _UNITTEST_ALIASES)
         counts["passed"] = int(ran.group(1)) - sum(counts.values())
         parsed.counts = counts
@@ -668,26 +679,21 @@ def _unittest_failure(header: re.Match[str], body: list[str]) -> TestFailure:
     # Python 3.11 prints the full id in the parentheses; older versions the class.
     name = test_id if test_id.endswith("." + method) else f"{test_id}.{method}"
     frames: list[_Frame] = []
+    in_test: list[_Frame] = []  # frames of the test method itself
     message_start = 0
     for index, line in enumerate(body):
         if frame := _PY_TRACEBACK_FRAME.match(line):
             code = body[index + 1].strip() if index + 1 < len(body) and body[index + 1].startswith("    ") else ""
             frames.append((frame.group(1), frame.group(2), code))
+            if frame.group(3) == method:
+                in_test.append(frames[-1])
             message_start = index + 1
         elif frames and index == message_start and line.startswith("    "):
             message_start = index + 1  # the frame's code and ^^^ markers
     message = _clip(body[message_start:] if frames else body)
     project = _project_frames(frames)
-    own = [frame for frame in project if frame[2] and _frame_function(body, frame) == method]
-    location = _location(own or project)
+    location = _location(_project_frames(in_test) or project)
     return TestFailure(f"{name} {extra}".strip(), message, location, _format_frames(project[-TRACEBACK_FRAMES:]))
-
-
-def _frame_function(body: list[str], frame: _Frame) -> str:
-    for line in body:
-        if (match := _PY_TRACEBACK_FRAME.match(line)) and match.group(1, 2) == frame[:2]:
-            return match.group(3)
-    return ""
 
 
 def _until(lines: list[str], stop: Callable[[str], object]) -> list[str]:
@@ -711,6 +717,7 @@ def _parse_jest(text: str) -> _Parsed:
     parsed = _Parsed()
     seen: set[str] = set()  # jest repeats failures under "Summary of all failing tests"
     test_file = ""
+    suites_failed = 0
     for index, line in enumerate(lines):
         if file := _JEST_FILE.match(line):
             test_file = file.group(2)
@@ -722,13 +729,14 @@ def _parse_jest(text: str) -> _Parsed:
             seen.add(name)
             body = _until(lines[index + 1 :], _JEST_SECTION_END.match)
             parsed.failures.append(_js_failure(name, body, test_file))
-            parsed.counts["errors"] = parsed.counts.get("errors", 0) + (title == "Test suite failed to run")
+            suites_failed += title == "Test suite failed to run"
     if not parsed.failures:  # a reporter without ● sections still marks failed tests
-        parsed.failures = [TestFailure(m.group(1), "", "") for line in lines if (m := re.match(r"^\s*✕ (.+?)(?: \(\d+ m?s\))?$", line))]
+        parsed.failures = [
+            TestFailure(m.group(1), "", "") for line in lines if (m := re.match(r"^\s*✕ (.+?)(?: \(\d+ m?s\))?$", line))
+        ]
     if tests := re.search(r"^Tests:\s+(.*)$", text, re.M):
-        counts = _counts([pair for pair in re.findall(r"(\d+) (\w+)", tests.group(1))])
-        counts["errors"] = parsed.counts.get("errors", 0)
-        parsed.counts = counts
+        parsed.counts = _counts(re.findall(r"(\d+) (\w+)", tests.group(1)))
+        parsed.counts["errors"] = suites_failed
     return parsed
 
 
@@ -749,11 +757,10 @@ def _js_failure(name: str, body: list[str], test_file: str) -> TestFailure:
             previous_code = line.split("|", 1)[1].strip()
         elif not frames and not code and not previous_code:
             message.append(line)
-    project = _project_frames(frames)
+    project = _project_frames(frames[::-1])  # JS stacks list the innermost frame first
     if project and code:  # the code frame shows the innermost project frame
-        project[0] = (*project[0][:2], code)
-    location = _location(list(reversed(project)), test_file)  # JS stacks are innermost first
-    return TestFailure(name, _clip(message), location, _format_frames(project[:TRACEBACK_FRAMES]))
+        project[-1] = (*project[-1][:2], code)
+    return TestFailure(name, _clip(message), _location(project, test_file), _format_frames(project[-TRACEBACK_FRAMES:]))
 
 
 # --- vitest
@@ -767,6 +774,7 @@ def _parse_vitest(text: str) -> _Parsed:
     lines = text.splitlines()
     parsed = _Parsed()
     pending: list[str] = []  # several FAIL headers may share one error
+    suites_failed = 0
     for index, line in enumerate(lines):
         header = _VITEST_HEADER.match(line)
         if not header:
@@ -774,7 +782,7 @@ def _parse_vitest(text: str) -> _Parsed:
         title = header.group(1)
         suite = re.fullmatch(r"(\S+) \[ .* \]", title)  # "FAIL  file [ file ]": the file failed to load
         pending.append(f"{suite.group(1)} › suite failed to run" if suite else title)
-        parsed.counts["errors"] = parsed.counts.get("errors", 0) + bool(suite)
+        suites_failed += bool(suite)
         body = _until(lines[index + 1 :], _VITEST_SECTION_END.match)
         if not any(line.strip() for line in body):
             continue
@@ -783,11 +791,12 @@ def _parse_vitest(text: str) -> _Parsed:
         pending = []
     parsed.failures += [TestFailure(name, "", "") for name in pending]
     if not parsed.failures:
-        parsed.failures = [TestFailure(m.group(1), "", "") for line in lines if (m := re.match(r"^\s*[×✗] (.+?)(?: \d+ms)?$", line))]
+        parsed.failures = [
+            TestFailure(m.group(1), "", "") for line in lines if (m := re.match(r"^\s*[×✗] (.+?)(?: \d+ms)?$", line))
+        ]
     if tests := re.search(r"^\s*Tests\s+(.*)$", text, re.M):
-        counts = _counts(re.findall(r"(\d+) (failed|passed|skipped|todo)", tests.group(1)))
-        counts["errors"] = parsed.counts.get("errors", 0)
-        parsed.counts = counts
+        parsed.counts = _counts(re.findall(r"(\d+) (failed|passed|skipped|todo)", tests.group(1)))
+        parsed.counts["errors"] = suites_failed
     return parsed
 
 
@@ -818,7 +827,8 @@ def _parse_cargo(text: str) -> _Parsed:
     parsed.failures += _rust_build_errors(lines)
     results = [m.groups() for line in lines if (m := _CARGO_RESULT.match(line))]
     if results:
-        parsed.counts = _counts([(n, word) for groups in results for n, word in zip(groups, ("passed", "failed", "skipped"))])
+        words = ("passed", "failed", "skipped")  # cargo's "ignored" is skipped
+        parsed.counts = _counts([(n, word) for groups in results for n, word in zip(groups, words, strict=True)])
     if any("could not compile" in line for line in lines):
         parsed.notes.append("The build failed, so the tests did not run.")
     return parsed
@@ -843,8 +853,12 @@ def _cargo_failure(name: str, body: list[str]) -> TestFailure:
             message.append(line)
     if not location:  # no panic: e.g. a test returning Err prints "Error: ..."
         message = [line for line in body if line.strip()]
-    unique = list({frame[:2]: frame for frame in reversed(_project_frames(frames))}.values())[::-1]  # closures repeat a line
-    return TestFailure(name, _clip(message), location, _format_frames(unique[:TRACEBACK_FRAMES]))
+    unique: list[_Frame] = []
+    for frame in _project_frames(frames):
+        if all(frame[:2] != kept[:2] for kept in unique):  # a test's closure repeats its line
+            unique.append(frame)
+    unique.reverse()  # Rust backtraces list the innermost frame first
+    return TestFailure(name, _clip(message), location, _format_frames(unique[-TRACEBACK_FRAMES:]))
 
 
 def _rust_build_errors(lines: list[str]) -> list[TestFailure]:
@@ -867,85 +881,95 @@ def _rust_build_errors(lines: list[str]) -> list[TestFailure]:
 _GO_RESULT = re.compile(r"^\s*--- (FAIL|PASS|SKIP): (\S+) \(")
 _GO_RUN = re.compile(r"^=== (?:RUN|CONT|PAUSE|NAME)\s+(\S+)")
 _GO_LOG = re.compile(r"^\s+(\S+\.go):(\d+): (.*)$")
-_GO_PACKAGE = re.compile(r"^(FAIL|ok)\s+(\S+)(?:\s+(\[[^\]]+\]|[\d.]+s|\(cached\)))?")
+_GO_PACKAGE = re.compile(r"^(?:FAIL|ok)\s+(\S+)\s+(?:\[[^\]]+\]|[\d.]+s|\(cached\))")
 _GO_BUILD_ERROR = re.compile(r"^(\S+\.go):(\d+):\d+: (.*)$")
 _GO_TRACE_FRAME = re.compile(r"^\t(\S+\.go):(\d+)")
 
 
 def _parse_go(text: str) -> _Parsed:
-    lines = text.splitlines()
-    parsed = _Parsed()
-    logs: dict[str, list[str]] = {}  # test name -> its t.Log/t.Error lines (before or after its result line)
-    frames: dict[str, list[_Frame]] = {}
-    results: dict[str, str] = {}
-    failed: list[str] = []  # in order; the package is known only at its FAIL line
-    packages: dict[str, str] = {}
+    """go test prints each package's output as a block ending with `ok pkg` or
+    `FAIL pkg`: test names repeat across packages, so each block is parsed alone."""
+    parsed = _Parsed(counts=dict.fromkeys(("failed", "errors"), 0))
+    block: list[str] = []
+    for line in text.splitlines():
+        block.append(line)
+        if package := _GO_PACKAGE.match(line):
+            _parse_go_package(block, package.group(1), parsed)
+            block = []
+    if block:  # stopped before the package's result line, e.g. by a timeout
+        _parse_go_package(block, "", parsed)
+    return parsed
+
+
+def _parse_go_package(lines: list[str], package: str, parsed: _Parsed) -> None:
+    results: dict[str, str] = {}  # test -> FAIL | PASS | SKIP
+    logs: dict[str, list[str]] = {}  # test -> its t.Log/t.Error lines, printed before (-v) or after its result
+    traces: dict[str, list[str]] = {}  # test -> the goroutine dump after its panic
     current = ""
-    for index, line in enumerate(lines):
-        if run := _GO_RUN.match(line):
+    continuing = False  # the previous line was a log message, which may go on over lines
+    for line in lines:
+        if current in traces:
+            traces[current].append(line)
+        elif run := _GO_RUN.match(line):
             current = run.group(1)
         elif result := _GO_RESULT.match(line):
             current = result.group(2)
             results[current] = result.group(1)
-            if result.group(1) == "FAIL" and current not in failed:
-                failed.append(current)
         elif (log := _GO_LOG.match(line)) and current:
             logs.setdefault(current, []).append(f"{log.group(1)}:{log.group(2)}: {log.group(3)}")
+            continuing = True
+            continue
         elif line.startswith("panic: ") and current:
             logs.setdefault(current, []).append(line.removesuffix(" [recovered]"))
-            frames[current] = _go_trace(lines[index + 1 :])
-            if current not in failed:
-                failed.append(current)
-        elif package := _GO_PACKAGE.match(line):
-            for test in failed:
-                packages.setdefault(test, package.group(2))
-            current = ""
-        elif current and logs.get(current) and line.startswith((" ", "\t")) and line.strip():
-            logs[current][-1] += "\n" + line.strip()  # a multi-line log message goes on
-        elif not line.strip():
-            current = current if results.get(current) is None else ""
+            results[current] = "FAIL"
+            traces[current] = []
+        elif continuing and line.startswith((" ", "\t")) and line.strip():
+            logs[current][-1] += "\n" + line.strip()
+            continue
+        continuing = False
     # A failed subtest fails its parent too; only the leaves say what went wrong.
-    leaves = [test for test in failed if not any(other.startswith(test + "/") for other in failed)]
-    parsed.failures = [_go_failure(test, packages.get(test, ""), logs.get(test, []), frames.get(test, [])) for test in leaves]
-    parsed.failures += _go_build_errors(lines)
-    leaf_results = [r for t, r in results.items() if not any(o.startswith(t + "/") for o in results)]
-    parsed.counts = {
-        "failed": len(leaves),
-        "errors": sum(f.name.endswith("[build failed]") for f in parsed.failures),
-        "passed": leaf_results.count("PASS"),
-        "skipped": leaf_results.count("SKIP"),
+    leaves = {
+        test: result for test, result in results.items() if not any(other.startswith(test + "/") for other in results)
     }
-    return parsed
+    for test, result in leaves.items():
+        if result == "FAIL":
+            parsed.failures.append(_go_failure(test, package, logs.get(test, []), traces.get(test, [])))
+    parsed.counts["failed"] += list(leaves.values()).count("FAIL")
+    if any(_GO_RUN.match(line) for line in lines):  # -v: passes and skips are listed too
+        for key, result in (("passed", "PASS"), ("skipped", "SKIP")):
+            parsed.counts[key] = parsed.counts.get(key, 0) + list(leaves.values()).count(result)
+    build_errors = _go_build_errors(lines)
+    parsed.failures += build_errors
+    parsed.counts["errors"] += len(build_errors)
 
 
-def _go_trace(lines: list[str]) -> list[_Frame]:
-    """Project frames of a panic's goroutine trace: function line, then a tab and path."""
-    frames = []
-    for index, line in enumerate(_until(lines, _GO_PACKAGE.match)):
-        if frame := _GO_TRACE_FRAME.match(line):
-            frames.append((frame.group(1), frame.group(2), lines[index - 1].split("(")[0]))
-    return _project_frames(frames)
-
-
-def _go_failure(test: str, package: str, logs: list[str], frames: list[_Frame]) -> TestFailure:
+def _go_failure(test: str, package: str, logs: list[str], trace: list[str]) -> TestFailure:
+    # A goroutine dump lists the innermost call first: a function line, then its file.
+    calls = [
+        (m.group(1), m.group(2), trace[i - 1].split("(")[0])
+        for i, line in enumerate(trace)
+        if i and (m := _GO_TRACE_FRAME.match(line))
+    ]
+    frames = _project_frames(calls[::-1])
+    first_log = next((m for log in logs if (m := _GO_LOG.match("\t" + log.split("\n")[0]))), None)
+    location = f"{first_log.group(1)}:{first_log.group(2)}" if first_log else _location(frames, "_test.go")
     name = f"{test} ({package})" if package else test
-    message = _clip("\n".join(logs).splitlines())
-    located = [_GO_LOG.match("\t" + log) for log in logs]
-    location = next((f"{m.group(1)}:{m.group(2)}" for m in located if m), "") or _location(frames[:1])
-    return TestFailure(name, message, location, _format_frames(frames[:TRACEBACK_FRAMES]))
+    return TestFailure(name, _clip("\n".join(logs).splitlines()), location, _format_frames(frames[-TRACEBACK_FRAMES:]))
 
 
 def _go_build_errors(lines: list[str]) -> list[TestFailure]:
-    """`# package` followed by compiler errors, one failure per package."""
+    """`# package` followed by compiler errors: one failure per package."""
     failures = []
     for index, line in enumerate(lines):
         if not line.startswith("# "):
             continue
         errors = _until(lines[index + 1 :], lambda text: not _GO_BUILD_ERROR.match(text) and not text.startswith("\t"))
-        if errors:
-            first = _GO_BUILD_ERROR.match(errors[0])
-            location = f"{first.group(1)}:{first.group(2)}" if first else ""
-            failures.append(TestFailure(f"{line[2:].split()[0]} [build failed]", _clip(errors), location))
+        first = _GO_BUILD_ERROR.match(errors[0]) if errors else None
+        if first:
+            package = line[2:].split()[0]  # "# example.com/m [example.com/m.test]"
+            failures.append(
+                TestFailure(f"{package} [build failed]", _clip(errors), f"{first.group(1)}:{first.group(2)}")
+            )
     return failures
 
 
@@ -967,7 +991,12 @@ _SIGNATURES = [
     ("cargo", re.compile(r"^test result: ", re.M)),
     ("go", re.compile(r"^(?:--- FAIL: |(?:ok|FAIL)\s+\S+\s+(?:[\d.]+s|\[))", re.M)),
     ("unittest", re.compile(r"^Ran \d+ tests? in ", re.M)),
-    ("pytest", re.compile(r"^=+ (?:FAILURES|ERRORS|short test summary info) =+$|^=* ?\d+ (?:passed|failed)\b.* in [\d.]+s", re.M)),
+    (
+        "pytest",
+        re.compile(
+            r"^=+ (?:FAILURES|ERRORS|short test summary info) =+$|^=* ?\d+ (?:passed|failed)\b.* in [\d.]+s", re.M
+        ),
+    ),
 ]
 
 
