@@ -57,7 +57,9 @@ def _git_status(root: Path) -> dict[str, str] | None:
         if top.returncode != 0:
             return None
         listing = subprocess.run(
-            ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", "."],
+            # --no-optional-locks: status must not refresh (rewrite) the user's index.
+            ["git", "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames",
+             "--", "."],
             cwd=root, capture_output=True, timeout=60,
         )
     except (OSError, subprocess.TimeoutExpired):

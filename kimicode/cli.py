@@ -48,6 +48,7 @@ def main_command(
     plan: Annotated[bool, typer.Option("--plan", help="Plan mode: read and investigate only, answer with a plan.")] = False,
     test_cmd: Annotated[Optional[str], typer.Option("--test-cmd", help="How to run the tests (default: detected).")] = None,
     no_auto_test: Annotated[bool, typer.Option("--no-auto-test", help="Do not run the tests after edits.")] = False,
+    auto_commit: Annotated[bool, typer.Option("--auto-commit", help="Commit the task's changes on the current branch when it succeeds.")] = False,
     max_steps: Annotated[Optional[int], typer.Option(min=1, help="Most model calls for the task.")] = None,
     max_cost: Annotated[Optional[float], typer.Option(min=0.0, help="Stop once the task has cost this many USD.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Stop once the task has used this many tokens (in + out).")] = None,
@@ -83,6 +84,7 @@ def main_command(
         "max_tokens": max_tokens,
         "test_command": test_cmd,
         "auto_test": False if no_auto_test else None,
+        "auto_commit": True if auto_commit else None,
         "timeout": timeout,
     }
     workspace = (cwd or Path.cwd()).resolve()
@@ -137,6 +139,33 @@ def init(
     raise typer.Exit(_run_headless(prompts.render("init"), "text", workspace, flags, None))
 
 
+@app.command()
+def undo(
+    checkpoint: Annotated[Optional[str], typer.Argument(help="Checkpoint id, prefix or position (1 = newest); default: before the last turn.")] = None,
+    list_: Annotated[bool, typer.Option("--list", "-l", help="List the checkpoints instead.")] = False,
+    cwd: Annotated[Optional[Path], typer.Option("--cwd", "-C", help="Workspace directory (default: the current one).")] = None,
+) -> None:
+    """Put the files back as they were at a checkpoint and rewind the conversation to match."""
+    from kimicode.agent.checkpoints import CheckpointError, CheckpointStore
+    from kimicode.agent.undo import undo as undo_to
+
+    workspace = (cwd or Path.cwd()).resolve()
+    try:
+        if list_:
+            store = CheckpointStore.for_workspace(workspace)
+            for position, cp in enumerate(store.list(), 1):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cp.created))
+                print(f"{position:>3}  {cp.id[:10]}  {when}  {cp.label}")
+            return
+        result = undo_to(workspace, checkpoint)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    print(f"restored {result.restored.id[:10]} ({result.restored.label})")
+    if result.session_id:
+        print(f"rewound session {result.session_id} to {result.history_length} messages")
+    print(f"to undo this undo: kimicode undo {result.saved.id[:10]}")
+
+
 def _load_session(session: str, workspace: Path):  # -> SessionState
     from kimicode.agent.session import SessionError, find_session, list_sessions
 
@@ -171,7 +200,9 @@ def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[st
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
-        run = asyncio.ensure_future(run_task(agent, task, output_format))  # type: ignore[arg-type]
+        run = asyncio.ensure_future(
+            run_task(agent, task, output_format, auto_commit=settings.auto_commit)  # type: ignore[arg-type]
+        )
 
         def interrupt() -> None:
             # During the turn, cancel just the turn: it cleans up and reports itself.

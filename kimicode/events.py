@@ -96,6 +96,14 @@ class UsageUpdated:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointCreated:
+    """The work tree was snapshotted; `kimicode undo ID` goes back to it."""
+
+    id: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
 class Compacted:
     """Older turns were replaced by a summary to make room in the context."""
 
@@ -128,6 +136,7 @@ Event = (
     | PlanUpdated
     | UsageUpdated
     | Compacted
+    | CheckpointCreated
     | ErrorEvent
     | TurnFinished
 )
@@ -144,6 +153,7 @@ _TYPE_NAMES = {
     PlanUpdated: "plan_updated",
     UsageUpdated: "usage",
     Compacted: "compacted",
+    CheckpointCreated: "checkpoint",
     ErrorEvent: "error",
     TurnFinished: "turn_finished",
 }

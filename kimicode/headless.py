@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Literal, TextIO
 
+from kimicode.agent.commit import CommitError, commit_task
 from kimicode.agent.loop import Agent
 from kimicode.changes import ChangeTracker
 from kimicode.events import (
@@ -42,6 +43,7 @@ async def run_task(
     output_format: OutputFormat,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    auto_commit: bool = False,
 ) -> int:
     """Run `task` to the end; write the result; return the process exit code.
 
@@ -69,6 +71,13 @@ async def run_task(
     workspace = agent.ctx.workspace
     changed |= {workspace.relative(p) for p in agent.ctx.changed_files}
     status, code = _status(finished, error)
+    commit = None
+    if auto_commit and status == "success":
+        try:
+            commit = commit_task(workspace.root, sorted(changed), task, finished.result,
+                                 agent.session.id if agent.session else None)
+        except CommitError as exc:
+            err.write(f"kimicode: {exc}\n")
     result = _result_record(status, finished.stop_reason, finished.result, files_changed=sorted(changed)) | {
         "session_id": agent.session.id if agent.session else None,
         "model": agent.backend.info.name,
@@ -81,6 +90,7 @@ async def run_task(
         },
         "cost_usd": round(agent.cost_usd, 6),
         "tests": agent.verifier.last.report() if agent.verifier and agent.verifier.last else None,
+        "commit": commit,
     }
     if output_format != "text":
         _write_line(out, result)
@@ -113,6 +123,7 @@ def _result_record(status: str, stop_reason: str, result: str, files_changed: li
         "cost_usd": 0.0,
         "files_changed": files_changed or [],
         "tests": None,
+        "commit": None,
     }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kimicode import prompts
+from kimicode.agent.checkpoints import CheckpointError, CheckpointStore
 from kimicode.agent.context import COMPACT_AT, KEEP_RECENT, ContextMeter, plan_compaction, summarize
 from kimicode.agent.instructions import ProjectInstructions
 from kimicode.agent.session import SessionLog, SessionState
@@ -39,6 +40,7 @@ from kimicode.backends.base import (
 from kimicode.events import (
     Approval,
     ApprovalRequested,
+    CheckpointCreated,
     Compacted,
     Decision,
     ErrorEvent,
@@ -119,6 +121,7 @@ class Agent:
         session: SessionLog | None = None,
         resumed: SessionState | None = None,
         verifier: Verifier | None = None,
+        checkpoints: CheckpointStore | None = None,
     ):
         self.backend = backend
         self.tools = tools
@@ -131,6 +134,8 @@ class Agent:
         self.cost_usd = 0.0
         self.steps = 0  # model calls, all turns
         self.verifier = verifier
+        self.checkpoints = checkpoints
+        self._step_start = 0  # history length before the current step's assistant message
         self._verified_files: set[Path] = set()  # ctx.changed_files as of the last passing test run
         self._shell_changes = False  # a command that may change files ran since then
         self.meter = ContextMeter()
@@ -197,6 +202,7 @@ class Agent:
         result, reason, error_kind = "", "end_turn", "internal"
         try:
             emit(TurnStarted(prompt))
+            await self._checkpoint(f"before: {' '.join(prompt.split())[:60]}")
             self._append({"role": "user", "content": prompt})
             async with asyncio.timeout(self.limits.timeout):
                 result = await self._loop()
@@ -237,6 +243,7 @@ class Agent:
                 if exc.kind != "context" or not await self.compact(self.meter.tokens(self.messages) // 4):
                     raise
                 reply = await self._call_model()  # once more, with room made
+            self._step_start = len(self.messages)
             self._append(self._assistant_message(reply))
             if self._last_usage is not None:
                 self.meter.record(self._last_usage.prompt_tokens, self._last_usage.completion_tokens, len(self.messages))
@@ -430,6 +437,9 @@ class Agent:
             if denial is not None:
                 result = ToolResult(denial, is_error=True)
             else:
+                if call.name == "shell" and assess(arguments["command"], self.ctx.workspace.root).risk != "read_only":
+                    await self._checkpoint(f"before shell: {' '.join(arguments['command'].split())[:60]}",
+                                           self._step_start)
                 self.ctx.call_id = call.id
                 result = await tool.execute(params, self.ctx)
                 result = self._with_local_instructions(params, result)
@@ -447,6 +457,21 @@ class Agent:
         if repeats >= LOOP_STOP_AT:
             raise StopTurn("loop", f"stopped: {call.name} failed {repeats} times with identical arguments and "
                                    f"result ({result.output.splitlines()[0][:200] if result.output else 'no output'})")
+
+    async def _checkpoint(self, label: str, history_length: int | None = None) -> None:
+        """Snapshot the work tree; undoing to it rewinds the history to `history_length`
+        (default: now). A failure is logged, never fatal: the agent works without undo."""
+        if self.checkpoints is None:
+            return
+        turn = len(self.messages) if history_length is None else history_length
+        try:
+            checkpoint = await asyncio.to_thread(self.checkpoints.create, label, turn)
+        except CheckpointError as exc:
+            log.warning("no checkpoint: %s", exc)
+            return
+        if self.session:
+            self.session.append("checkpoint", id=checkpoint.id, label=label, turn=turn)
+        self._emit(CheckpointCreated(checkpoint.id, label))
 
     def _note_shell_effects(self, tool_name: str, arguments: dict[str, Any], result: ToolResult) -> None:
         """Whether a shell command may have changed files (the tests must run again),

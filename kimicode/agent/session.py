@@ -3,7 +3,8 @@
 A torn last line (a process killed mid-write) is the only damage a crash can do;
 loading skips it. Records: `meta` (first line), `message` (one history message),
 `usage`, `compaction` (the whole history after compacting), `rewind` (history cut
-back to `length` messages, by an undo). Replaying them in order gives the history.
+back to `length` messages, by an undo), `checkpoint` (a work-tree snapshot and the
+history length it matches). Replaying them in order gives the history.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class SessionState:
     cost_usd: float = 0.0
     updated: float = 0.0
     skipped_lines: int = 0  # damaged lines left out (a torn last line after a crash)
+    checkpoints: dict[str, int] = field(default_factory=dict)  # checkpoint id -> history length it matches
 
     @property
     def first_prompt(self) -> str:
@@ -129,6 +131,8 @@ def _replay(state: SessionState, record: dict[str, Any]) -> None:
             state.messages = list(record["messages"])
         case "rewind":
             del state.messages[record["length"] :]
+        case "checkpoint":
+            state.checkpoints[record["id"]] = record["turn"]
 
 
 def find_session(session_id: str) -> SessionState:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from pathlib import Path
 
 from kimicode import prompts
 from kimicode.agent.instructions import ProjectInstructions
+from kimicode.agent.checkpoints import CheckpointError, CheckpointStore
 from kimicode.agent.loop import Agent, Limits
 from kimicode.agent.testing import detect_test_command
 from kimicode.agent.verify import Verifier
@@ -18,6 +20,8 @@ from kimicode.tools.base import ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
 from kimicode.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 def create_agent(
@@ -58,7 +62,18 @@ def create_agent(
         session,
         resume,
         _verifier(settings, workspace.root),
+        _checkpoints(settings, workspace.root),
     )
+
+
+def _checkpoints(settings: Settings, root: Path) -> CheckpointStore | None:
+    if not settings.checkpoints:
+        return None
+    try:
+        return CheckpointStore.for_workspace(root)
+    except CheckpointError as exc:
+        log.warning("checkpoints are off, so there is no undo: %s", exc)
+        return None
 
 
 def _verifier(settings: Settings, root: Path) -> Verifier | None:

@@ -1,0 +1,136 @@
+"""Checkpoints in use: `kimicode --task` snapshots, `kimicode undo` restores and rewinds,
+`--auto-commit` commits; the user's git state is never touched."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kimicode.agent.session import list_sessions
+from tests.fakes.openai_server import Reply, ToolCall
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV}).stdout
+
+
+def kimicode(server, cwd, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIMICODE_")} | GIT_ENV
+    env |= {"KIMICODE_PROVIDER": "custom", "KIMICODE_BASE_URL": server.base_url, "KIMICODE_MODEL": "k2"}
+    return subprocess.run([sys.executable, "-m", "kimicode", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "app.py").write_text("VALUE = 1\n")
+    (root / "old.txt").write_text("to be deleted\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+    (root / ".gitignore").write_text("*.log\n")
+    (root / "keep.log").write_text("ignored, never touched\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "init")
+    (root / "wip.txt").write_text("uncommitted work\n")  # the user's own pending change
+    return root
+
+
+def tree(root):
+    """Every file under root (but .git) with its bytes and mode."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if ".git" in path.relative_to(root).parts or not path.is_file():
+            continue
+        out[str(path.relative_to(root))] = (path.read_bytes(), path.stat().st_mode)
+    return out
+
+
+def git_state(root):
+    return [git(root, "--no-optional-locks", "status", "--porcelain"), git(root, "stash", "list"), git(root, "branch", "-a"),
+            git(root, "rev-parse", "HEAD"), (root / ".git" / "index").read_bytes()]
+
+
+def edit_task():
+    return [
+        Reply(tool_calls=[ToolCall("read_file", {"path": "app.py"})]),
+        Reply(tool_calls=[ToolCall("edit_file", {"path": "app.py", "old_string": "1", "new_string": "2"}),
+                          ToolCall("write_file", {"path": "src/new.py", "content": "NEW = True\n"}),
+                          ToolCall("shell", {"command": "rm old.txt && chmod -x run.sh && echo x > wip.txt && echo log >> keep.log"})]),
+        Reply(text="done"),
+    ]
+
+
+def test_undo_restores_files_exactly_and_rewinds_the_conversation(fake_openai, repo):
+    before_tree, before_git = tree(repo), git_state(repo)
+    fake_openai.script(*edit_task())
+    proc = kimicode(fake_openai, repo, "--task", "bump VALUE", "--no-auto-test", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert (repo / "app.py").read_text() == "VALUE = 2\n" and not (repo / "old.txt").exists()
+
+    listing = kimicode(fake_openai, repo, "undo", "--list").stdout
+    assert "before: bump VALUE" in listing and "before shell: rm old.txt" in listing
+
+    undone = kimicode(fake_openai, repo, "undo")
+    assert undone.returncode == 0, undone.stderr
+    after = tree(repo)
+    assert after.pop("keep.log")[0] == b"ignored, never touched\nlog\n"  # ignored files are not undone
+    before_tree.pop("keep.log")
+    assert after == before_tree
+    assert git_state(repo) == before_git
+    (session,) = list_sessions(repo)
+    assert [m["role"] for m in session.messages] == ["system"]
+
+    fake_openai.script(Reply(text="fresh"))
+    again = kimicode(fake_openai, repo, "--continue", "--task", "try again", "-o", "json")
+    assert json.loads(again.stdout)["result"] == "fresh"
+    assert [m["role"] for m in fake_openai.requests[-1]["messages"]] == ["system", "user"]
+
+
+def test_undo_of_the_undo_brings_the_change_back(fake_openai, repo):
+    fake_openai.script(*edit_task())
+    kimicode(fake_openai, repo, "--task", "bump VALUE", "--no-auto-test")
+    changed = tree(repo)
+    saved = kimicode(fake_openai, repo, "undo").stdout.split("kimicode undo ")[1].strip()
+    assert (repo / "app.py").read_text() == "VALUE = 1\n"
+    assert kimicode(fake_openai, repo, "undo", saved).returncode == 0
+    assert tree(repo) == changed
+
+
+def test_undo_to_a_shell_checkpoint_keeps_earlier_steps(fake_openai, repo):
+    fake_openai.script(*edit_task())
+    kimicode(fake_openai, repo, "--task", "bump VALUE", "--no-auto-test")
+    listing = kimicode(fake_openai, repo, "undo", "--list").stdout.splitlines()
+    shell_cp = next(line.split()[1] for line in listing if "before shell:" in line)
+    assert kimicode(fake_openai, repo, "undo", shell_cp).returncode == 0
+    assert (repo / "old.txt").exists() and (repo / "app.py").read_text() == "VALUE = 2\n"
+    (session,) = list_sessions(repo)
+    assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "tool"]
+
+
+def test_outside_a_git_repository(fake_openai, tmp_path):
+    fake_openai.script(Reply(text="ok"))
+    proc = kimicode(fake_openai, tmp_path, "--task", "hi")
+    assert proc.returncode == 0 and "checkpoints are off" in proc.stderr
+    refused = kimicode(fake_openai, tmp_path, "undo")
+    assert refused.returncode == 2 and "not a git repository" in refused.stderr
+
+
+def test_auto_commit_commits_only_the_task_changes(fake_openai, repo):
+    fake_openai.script(*edit_task())
+    head = git(repo, "rev-parse", "HEAD")
+    proc = kimicode(fake_openai, repo, "--task", "bump VALUE", "--no-auto-test", "--auto-commit", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["commit"] == git(repo, "rev-parse", "HEAD").strip() != head.strip()
+    message = git(repo, "log", "-1", "--format=%B")
+    assert message.startswith("kimicode: bump VALUE") and f"kimicode-session: {result['session_id']}" in message
+    committed = git(repo, "show", "--name-status", "--format=", "HEAD").split("\n")
+    assert sorted(filter(None, committed)) == ["A\tsrc/new.py", "A\twip.txt", "D\told.txt", "M\tapp.py", "M\trun.sh"]
