@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kimicode import prompts
@@ -136,8 +135,6 @@ class Agent:
         self.verifier = verifier
         self.checkpoints = checkpoints
         self._step_start = 0  # history length before the current step's assistant message
-        self._verified_files: set[Path] = set()  # ctx.changed_files as of the last passing test run
-        self._shell_changes = False  # a command that may change files ran since then
         self.meter = ContextMeter()
         self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
@@ -264,8 +261,10 @@ class Agent:
         """Run the tests if something changed since they last passed; the failure report
         for the model, or None when there is nothing (more) to do."""
         verifier = self.verifier
-        unverified = self.ctx.changed_files - self._verified_files
-        if verifier is None or self.policy.mode == "plan" or not (unverified or self._shell_changes):
+        if verifier is None or self.policy.mode == "plan":
+            return None
+        unverified = verifier.unverified(self.ctx.changed_files)
+        if unverified is None:
             return None
         changed = sorted(self.ctx.workspace.relative(p) for p in unverified)
         for command, narrowed in verifier.commands(changed):
@@ -277,12 +276,8 @@ class Agent:
                 if verifier.rounds > MAX_VERIFY_ROUNDS:
                     return None  # give up; the result still reports the failing tests
                 return prompts.render("tests_failed", command=command, summary=run.outcome.summary())
-        self._mark_verified()
+        verifier.mark_verified(self.ctx.changed_files)
         return None
-
-    def _mark_verified(self) -> None:
-        self._verified_files = set(self.ctx.changed_files)
-        self._shell_changes = False
 
     async def _run_tests(self, command: str, narrowed: bool) -> TestRun | None:
         assert self.verifier is not None
@@ -474,15 +469,10 @@ class Agent:
         self._emit(CheckpointCreated(checkpoint.id, label))
 
     def _note_shell_effects(self, tool_name: str, arguments: dict[str, Any], result: ToolResult) -> None:
-        """Whether a shell command may have changed files (the tests must run again),
-        or was the model running the full test suite itself, successfully."""
         command = arguments.get("command")
-        if tool_name != "shell" or not isinstance(command, str):
-            return
-        if self.verifier and self.verifier.counts_as_run(command) and result.display.get("exit_code") == 0:
-            self._mark_verified()
-        elif assess(command, self.ctx.workspace.root).risk != "read_only":
-            self._shell_changes = True
+        if self.verifier and tool_name == "shell" and isinstance(command, str):
+            read_only = assess(command, self.ctx.workspace.root).risk == "read_only"
+            self.verifier.note_command(command, result.display.get("exit_code"), read_only, self.ctx.changed_files)
 
     def _with_local_instructions(self, params: Any, result: ToolResult) -> ToolResult:
         """Add the AGENTS.md of a folder the first time a call touches it."""
