@@ -57,18 +57,23 @@ class CompactionPlan:
     kept: list[dict[str, Any]]  # kept verbatim (tool outputs trimmed)
 
 
-def plan_compaction(messages: list[dict[str, Any]], keep_tokens: int) -> CompactionPlan | None:
+def plan_compaction(
+    messages: list[dict[str, Any]], keep_tokens: int, request: dict[str, Any] | None = None
+) -> CompactionPlan | None:
     """Split the history (system prompt first) for compaction, or None if there is
-    nothing old enough to summarise."""
-    latest_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    nothing old enough to summarise. `request` is the user's latest request (not a note
+    kimicode added, such as a test report); by default the last user message."""
+    if request is None:
+        request = next((m for m in reversed(messages) if m["role"] == "user"), None)
     cut = _cut_point(messages, keep_tokens)
     if cut is None:
         return None
     kept = [_trim_tool_output(m) for m in messages[cut:]]
     if cut == 1 and kept == messages[1:]:
         return None  # nothing to summarise and nothing to trim
-    request = messages[latest_user] if latest_user is not None and latest_user < cut else None
-    return CompactionPlan(messages[1:cut], request, kept)
+    older = messages[1:cut]
+    summarised = request is not None and any(m is request for m in older)
+    return CompactionPlan(older, request if summarised else None, kept)
 
 
 def _cut_point(messages: list[dict[str, Any]], keep_tokens: int) -> int | None:

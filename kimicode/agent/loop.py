@@ -138,6 +138,7 @@ class Agent:
         self.meter = ContextMeter()
         self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
+        self._request: dict[str, Any] | None = None  # the user's message that started this turn
         self._turn_task: asyncio.Task[None] | None = None
         self._warned_no_usage = False
         self._last_usage: Usage | None = None
@@ -200,7 +201,8 @@ class Agent:
         try:
             emit(TurnStarted(prompt))
             await self._checkpoint(f"before: {' '.join(prompt.split())[:60]}")
-            self._append({"role": "user", "content": prompt})
+            self._request = {"role": "user", "content": prompt}
+            self._append(self._request)
             async with asyncio.timeout(self.limits.timeout):
                 result = await self._loop()
         except StopTurn as stop:
@@ -303,7 +305,7 @@ class Agent:
         recent steps; False if there was nothing to compact."""
         if keep_tokens is None:
             keep_tokens = int(KEEP_RECENT * self.backend.info.context_window)
-        plan = plan_compaction(self.messages, keep_tokens)
+        plan = plan_compaction(self.messages, keep_tokens, self._request)
         if plan is None:
             return False
         before = self.meter.tokens(self.messages)

@@ -112,6 +112,19 @@ async def test_a_filling_context_is_compacted_and_the_turn_goes_on(fake_openai, 
     assert agent.usage.prompt_tokens == sum(len(json.dumps(b["messages"])) // 3 for b in fake_openai.requests)
 
 
+def test_the_request_survives_compaction_even_after_kimicode_notes():
+    request = {"role": "user", "content": "the real request"}
+    messages = [{"role": "system", "content": "s"}, request]
+    for i in range(6):
+        call = {"id": f"c{i}", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}
+        messages += [{"role": "assistant", "content": "", "tool_calls": [call]},
+                     {"role": "tool", "tool_call_id": f"c{i}", "content": "x" * 3_000}]
+    messages.append({"role": "user", "content": "[kimicode ran the tests] 1 failed"})
+    messages.append({"role": "assistant", "content": "fixing"})
+    plan = plan_compaction(messages, keep_tokens=500, request=request)
+    assert plan.latest_request is request
+
+
 async def test_a_context_overflow_error_compacts_and_retries_once(fake_openai, tmp_path):
     (tmp_path / "a.txt").write_text("abc\n" * 500)
     overflow = Fault(400, body={"error": {"message": "This model's maximum context length is 8192 tokens",
