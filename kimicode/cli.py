@@ -147,6 +147,7 @@ def undo(
 ) -> None:
     """Put the files back as they were at a checkpoint and rewind the conversation to match."""
     from kimicode.agent.checkpoints import CheckpointError, CheckpointStore
+    from kimicode.agent.session import SessionError
     from kimicode.agent.undo import undo as undo_to
 
     workspace = (cwd or Path.cwd()).resolve()
@@ -158,7 +159,7 @@ def undo(
                 print(f"{position:>3}  {cp.id[:10]}  {when}  {cp.label}")
             return
         result = undo_to(workspace, checkpoint)
-    except CheckpointError as exc:
+    except (CheckpointError, SessionError) as exc:
         _fail(str(exc))
     print(f"restored {result.restored.id[:10]} ({result.restored.label})")
     if result.session_id:

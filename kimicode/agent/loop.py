@@ -134,7 +134,6 @@ class Agent:
         self.steps = 0  # model calls, all turns
         self.verifier = verifier
         self.checkpoints = checkpoints
-        self._step_start = 0  # history length before the current step's assistant message
         self.meter = ContextMeter()
         self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
@@ -242,7 +241,6 @@ class Agent:
                 if exc.kind != "context" or not await self.compact(self.meter.tokens(self.messages) // 4):
                     raise
                 reply = await self._call_model()  # once more, with room made
-            self._step_start = len(self.messages)
             self._append(self._assistant_message(reply))
             if self._last_usage is not None:
                 self.meter.record(self._last_usage.prompt_tokens, self._last_usage.completion_tokens, len(self.messages))
@@ -435,8 +433,7 @@ class Agent:
                 result = ToolResult(denial, is_error=True)
             else:
                 if call.name == "shell" and assess(arguments["command"], self.ctx.workspace.root).risk != "read_only":
-                    await self._checkpoint(f"before shell: {' '.join(arguments['command'].split())[:60]}",
-                                           self._step_start)
+                    await self._checkpoint(f"before shell: {' '.join(arguments['command'].split())[:60]}")
                 self.ctx.call_id = call.id
                 result = await tool.execute(params, self.ctx)
                 result = self._with_local_instructions(params, result)
@@ -455,15 +452,16 @@ class Agent:
             raise StopTurn("loop", f"stopped: {call.name} failed {repeats} times with identical arguments and "
                                    f"result ({result.output.splitlines()[0][:200] if result.output else 'no output'})")
 
-    async def _checkpoint(self, label: str, history_length: int | None = None) -> None:
-        """Snapshot the work tree; undoing to it rewinds the history to `history_length`
-        (default: now). A failure is logged, never fatal: the agent works without undo."""
+    async def _checkpoint(self, label: str) -> None:
+        """Snapshot the work tree; undoing to it rewinds the history to what it is now
+        (calls of the current step not yet answered get an "interrupted" result on resume).
+        A failure is logged, never fatal: the agent works without undo."""
         if self.checkpoints is None:
             return
-        turn = len(self.messages) if history_length is None else history_length
+        turn = len(self.messages)
         try:
             checkpoint = await asyncio.to_thread(self.checkpoints.create, label, turn)
-        except CheckpointError as exc:
+        except (CheckpointError, OSError) as exc:
             log.warning("no checkpoint: %s", exc)
             return
         if self.session:

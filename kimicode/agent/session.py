@@ -2,14 +2,16 @@
 
 A torn last line (a process killed mid-write) is the only damage a crash can do;
 loading skips it. Records: `meta` (first line), `message` (one history message),
-`usage`, `compaction` (the whole history after compacting), `rewind` (history cut
-back to `length` messages, by an undo), `checkpoint` (a work-tree snapshot and the
-history length it matches). Replaying them in order gives the history.
+`usage`, `compaction` (the whole history after compacting), `checkpoint` (a work-tree
+snapshot and the history as it was then: its first `turn` messages), `rewind` (an undo:
+the history goes back to what it was at `checkpoint`). Replaying them in order gives
+the history; a rewind holds across compactions because it names the checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import secrets
@@ -48,7 +50,7 @@ class SessionState:
     cost_usd: float = 0.0
     updated: float = 0.0
     skipped_lines: int = 0  # damaged lines left out (a torn last line after a crash)
-    checkpoints: dict[str, int] = field(default_factory=dict)  # checkpoint id -> history length it matches
+    checkpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # id -> history then
 
     @property
     def first_prompt(self) -> str:
@@ -61,6 +63,11 @@ class SessionLog:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
+        try:  # one writer per session: two runs appending to one history would corrupt it
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise SessionError(f"session {session_id} is in use by another kimicode process") from None
 
     @classmethod
     def create(cls, **meta: Any) -> SessionLog:
@@ -108,11 +115,9 @@ def load_session(path: Path) -> SessionState:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            _replay(state, json.loads(line))
+        except (ValueError, TypeError, KeyError, AttributeError):  # torn or foreign lines
             state.skipped_lines += 1
-            continue
-        _replay(state, record)
     if not state.meta:
         raise SessionError(f"{path} is not a kimicode session (no meta record)")
     return state
@@ -129,10 +134,10 @@ def _replay(state: SessionState, record: dict[str, Any]) -> None:
             state.cost_usd += record.get("cost_usd", 0.0)
         case "compaction":
             state.messages = list(record["messages"])
-        case "rewind":
-            del state.messages[record["length"] :]
         case "checkpoint":
-            state.checkpoints[record["id"]] = record["turn"]
+            state.checkpoints[record["id"]] = state.messages[: record["turn"]]
+        case "rewind":
+            state.messages = list(state.checkpoints[record["checkpoint"]])
 
 
 def find_session(session_id: str) -> SessionState:

@@ -9,6 +9,7 @@ from kimicode.agent.checkpoints import Checkpoint, CheckpointError, CheckpointSt
 from kimicode.agent.session import SessionLog, list_sessions
 
 TURN_LABEL = "before: "  # checkpoints taken at the start of a turn
+UNDO_LABEL = "before undo to "  # what CheckpointStore.restore names the state it replaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,25 +20,35 @@ class UndoResult:
     history_length: int | None
 
 
-def last_turn(store: CheckpointStore) -> Checkpoint:
-    """The checkpoint taken before the most recent turn."""
-    for checkpoint in store.list():
-        if checkpoint.label.startswith(TURN_LABEL):
-            return checkpoint
-    raise CheckpointError("no checkpoint of a turn yet: kimicode has not run in this workspace")
+def default_target(store: CheckpointStore) -> Checkpoint:
+    """Before the most recent turn; after an undo, the turn before the one it went back to,
+    so repeating `kimicode undo` keeps stepping back."""
+    checkpoints = store.list()
+    turns = [cp for cp in checkpoints if cp.label.startswith(TURN_LABEL)]
+    if not turns:
+        raise CheckpointError("no checkpoint of a turn yet: kimicode has not run in this workspace")
+    if checkpoints[0].label.startswith(UNDO_LABEL):
+        undone_to = checkpoints[0].label.removeprefix(UNDO_LABEL)
+        older = [cp for cp in turns if cp.created < checkpoints[0].created and cp.label == undone_to]
+        if older and (earlier := [cp for cp in turns if cp.created < older[0].created]):
+            return earlier[0]
+        if older:
+            raise CheckpointError("already at the oldest turn of this workspace")
+    return turns[0]
 
 
 def undo(workspace: Path, ref: str | None = None) -> UndoResult:
-    """Restore the checkpoint `ref` (default: before the last turn) byte for byte, and
+    """Restore the checkpoint `ref` (default: see `default_target`) byte for byte, and
     rewind the session that made it to the conversation as it was then."""
     store = CheckpointStore.for_workspace(workspace)
-    checkpoint = store.get(ref) if ref else last_turn(store)
+    checkpoint = store.get(ref) if ref else default_target(store)
     session = next((s for s in list_sessions(workspace) if checkpoint.id in s.checkpoints), None)
+    log = SessionLog.reopen(session) if session else None  # raises while another run uses it
     saved = store.restore(checkpoint, turn=len(session.messages) if session else 0)
-    if session is None:
+    if session is None or log is None:
         return UndoResult(checkpoint, saved, None, None)
-    length = session.checkpoints[checkpoint.id]
-    log = SessionLog.reopen(session)
-    log.append("rewind", length=length)
+    # The state undone is itself a checkpoint of the conversation, so this undo can be undone.
+    log.append("checkpoint", id=saved.id, label=saved.label, turn=len(session.messages))
+    log.append("rewind", checkpoint=checkpoint.id)
     log.close()
-    return UndoResult(checkpoint, saved, session.id, length)
+    return UndoResult(checkpoint, saved, session.id, len(session.checkpoints[checkpoint.id]))

@@ -24,7 +24,8 @@ def test_replay_applies_messages_usage_compaction_and_rewind(tmp_path):
         log.append("message", message=message("user", f"m{i}"))
     log.append("usage", usage=[100, 10, 50], cost_usd=0.25)
     log.append("usage", usage=[200, 20, 0], cost_usd=0.5)
-    log.append("rewind", length=2)
+    log.append("checkpoint", id="cp1", label="before: m2", turn=2)
+    log.append("rewind", checkpoint="cp1")
     log.append("message", message=message("user", "after rewind"))
     log.append("compaction", messages=[message("system", "s"), message("user", "summary")])
     log.append("message", message=message("user", "latest"))
@@ -50,6 +51,38 @@ def test_a_torn_last_line_is_skipped_and_appending_goes_on_cleanly(tmp_path):
     reopened.close()
     again = load_session(path)
     assert [m["content"] for m in again.messages] == ["kept", "next"] and again.skipped_lines == 1
+
+
+def test_a_rewind_after_compaction_restores_the_history_of_its_checkpoint(tmp_path):
+    log = SessionLog("s3", tmp_path / "s3.jsonl")
+    log.append("meta", id="s3", cwd="/w")
+    for i in range(3):
+        log.append("message", message=message("user", f"m{i}"))
+    log.append("checkpoint", id="cp", label="before: t2", turn=3)
+    log.append("message", message=message("user", "t2"))
+    log.append("compaction", messages=[message("system", "s"), message("user", "summary"), message("user", "t2")])
+    log.append("message", message=message("assistant", "done t2"))
+    log.append("rewind", checkpoint="cp")
+    log.close()
+    assert [m["content"] for m in load_session(tmp_path / "s3.jsonl").messages] == ["m0", "m1", "m2"]
+
+
+def test_foreign_json_lines_are_skipped_not_fatal(tmp_path):
+    path = tmp_path / "s4.jsonl"
+    path.write_text('{"type": "meta", "id": "s4"}\n[1, 2]\n{"type": "message"}\n'
+                    '{"type": "message", "message": {"role": "user", "content": "ok"}}\n')
+    state = load_session(path)
+    assert state.skipped_lines == 2 and [m["content"] for m in state.messages] == ["ok"]
+
+
+def test_one_writer_per_session(tmp_path):
+    path = tmp_path / "s5.jsonl"
+    first = SessionLog("s5", path)
+    first.append("meta", id="s5")
+    with pytest.raises(SessionError, match="in use by another kimicode process"):
+        SessionLog("s5", path)
+    first.close()
+    SessionLog("s5", path).close()
 
 
 def test_not_a_session_and_unknown_ids_are_clear_errors(tmp_path):

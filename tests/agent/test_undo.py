@@ -104,6 +104,39 @@ def test_undo_of_the_undo_brings_the_change_back(fake_openai, repo):
     assert tree(repo) == changed
 
 
+def test_repeated_undo_steps_back_turn_by_turn_and_undo_of_undo_restores_the_conversation(fake_openai, repo):
+    for turn in ("one", "two"):
+        fake_openai.script(Reply(tool_calls=[ToolCall("write_file", {"path": f"{turn}.txt", "content": turn})]),
+                           Reply(text=f"wrote {turn}"))
+        flag = ["--continue"] if turn == "two" else []
+        assert kimicode(fake_openai, repo, *flag, "--task", f"write {turn}", "--no-auto-test").returncode == 0
+    first = kimicode(fake_openai, repo, "undo")
+    assert not (repo / "two.txt").exists() and (repo / "one.txt").exists()
+    assert kimicode(fake_openai, repo, "undo").returncode == 0
+    assert not (repo / "one.txt").exists()
+    (session,) = list_sessions(repo)
+    assert [m["role"] for m in session.messages] == ["system"]
+    # Undo the first undo: both files and the whole conversation are back.
+    saved = first.stdout.split("kimicode undo ")[1].strip()
+    assert kimicode(fake_openai, repo, "undo", saved).returncode == 0
+    assert (repo / "one.txt").exists() and (repo / "two.txt").exists()
+    (session,) = list_sessions(repo)
+    assert [m["content"] for m in session.messages if m["role"] == "user"] == ["write one", "write two"]
+
+
+def test_undo_refuses_while_a_run_uses_the_session(fake_openai, repo):
+    from kimicode.agent.session import SessionLog
+
+    fake_openai.script(*edit_task())
+    kimicode(fake_openai, repo, "--task", "bump VALUE", "--no-auto-test")
+    (session,) = list_sessions(repo)
+    holder = SessionLog.reopen(session)  # as a running kimicode would
+    refused = kimicode(fake_openai, repo, "undo")
+    holder.close()
+    assert refused.returncode == 2 and "in use by another kimicode process" in refused.stderr
+    assert (repo / "app.py").read_text() == "VALUE = 2\n"  # nothing was restored
+
+
 def test_undo_to_a_shell_checkpoint_keeps_earlier_steps(fake_openai, repo):
     fake_openai.script(*edit_task())
     kimicode(fake_openai, repo, "--task", "bump VALUE", "--no-auto-test")
@@ -112,7 +145,8 @@ def test_undo_to_a_shell_checkpoint_keeps_earlier_steps(fake_openai, repo):
     assert kimicode(fake_openai, repo, "undo", shell_cp).returncode == 0
     assert (repo / "old.txt").exists() and (repo / "app.py").read_text() == "VALUE = 2\n"
     (session,) = list_sessions(repo)
-    assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "tool"]
+    # The conversation matches the files: the edit and the write happened, the command did not.
+    assert [m["role"] for m in session.messages] == ["system", "user", "assistant", "tool", "assistant", "tool", "tool"]
 
 
 def test_outside_a_git_repository(fake_openai, tmp_path):
