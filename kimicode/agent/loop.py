@@ -144,11 +144,11 @@ class Agent:
         self._failures: Counter[tuple[str, str, str]] = Counter()  # identical failing calls this turn
         self._emit: Callable[[Event], None] = lambda event: None
         if resumed is not None and resumed.messages:
-            # The stored system prompt is kept: the provider's prompt cache still matches it.
             self.messages = list(resumed.messages)
             self.usage = Usage(*resumed.usage)
             self.cost_usd = resumed.cost_usd
-            self._close_open_calls(0, "kimicode stopped before this call finished")
+            self._close_open_calls("kimicode stopped before this call finished")
+            self._set_system_prompt(system_prompt)  # the mode or AGENTS.md may have changed
         else:
             self._append({"role": "system", "content": system_prompt})
 
@@ -195,7 +195,6 @@ class Agent:
         self._failures.clear()
         if self.verifier:
             self.verifier.rounds = 0
-        started = len(self.messages)
         result, reason, error_kind = "", "end_turn", "internal"
         try:
             emit(TurnStarted(prompt))
@@ -216,7 +215,7 @@ class Agent:
             log.exception("agent turn failed")
             result, reason = f"internal error: {type(exc).__name__}: {exc}", "error"
         if reason != "end_turn":
-            self._close_open_calls(started, result)
+            self._close_open_calls(result)
             if reason == "error":
                 emit(ErrorEvent(result, error_kind))
         emit(TurnFinished(reason, result))  # type: ignore[arg-type]
@@ -515,13 +514,22 @@ class Agent:
         if self.session:
             self.session.append("message", message=message)
 
-    def _close_open_calls(self, since: int, why: str) -> None:
-        """Answer tool calls left without a result, so the history stays valid."""
-        answered = {m.get("tool_call_id") for m in self.messages[since:] if m["role"] == "tool"}
-        for message in self.messages[since:]:
-            for call in message.get("tool_calls") or ():
-                if call["id"] not in answered:
-                    self._append({"role": "tool", "tool_call_id": call["id"], "content": f"no result: {why}"})
+    def _set_system_prompt(self, text: str) -> None:
+        if self.messages[0] != {"role": "system", "content": text}:
+            self.messages[0] = {"role": "system", "content": text}
+            if self.session:
+                self.session.append("system", content=text)
+
+    def _close_open_calls(self, why: str) -> None:
+        """Answer the calls of the last step that have no result (a cancel, a crash, an
+        undo to the middle of a step), so the history stays valid."""
+        last = max((i for i, m in enumerate(self.messages) if m.get("tool_calls")), default=None)
+        if last is None or any(m["role"] != "tool" for m in self.messages[last + 1 :]):
+            return
+        answered = {m["tool_call_id"] for m in self.messages[last + 1 :]}
+        for call in self.messages[last]["tool_calls"]:
+            if call["id"] not in answered:
+                self._append({"role": "tool", "tool_call_id": call["id"], "content": f"no result: {why}"})
 
 
 def _render_plan(items: tuple[PlanItem, ...]) -> str:

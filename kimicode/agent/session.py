@@ -2,7 +2,8 @@
 
 A torn last line (a process killed mid-write) is the only damage a crash can do;
 loading skips it. Records: `meta` (first line), `message` (one history message),
-`usage`, `compaction` (the whole history after compacting), `checkpoint` (a work-tree
+`usage`, `compaction` (the whole history after compacting), `system` (a new system
+prompt, on resume), `checkpoint` (a work-tree
 snapshot and the history as it was then: its first `turn` messages), `rewind` (an undo:
 the history goes back to what it was at `checkpoint`). Replaying them in order gives
 the history; a rewind holds across compactions because it names the checkpoint.
@@ -134,6 +135,8 @@ def _replay(state: SessionState, record: dict[str, Any]) -> None:
             state.cost_usd += record.get("cost_usd", 0.0)
         case "compaction":
             state.messages = list(record["messages"])
+        case "system":  # a resumed session got a fresh system prompt
+            state.messages[0] = {"role": "system", "content": record["content"]}
         case "checkpoint":
             state.checkpoints[record["id"]] = state.messages[: record["turn"]]
         case "rewind":

@@ -13,7 +13,7 @@ from kimicode.agent.checkpoints import CheckpointError, CheckpointStore
 from kimicode.agent.loop import Agent, Limits
 from kimicode.agent.testing import detect_test_command
 from kimicode.agent.verify import Verifier
-from kimicode.agent.session import SessionLog, SessionState
+from kimicode.agent.session import SessionError, SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy, RuleStore
 from kimicode.config import ApprovalMode, Settings, project_grants_path, resolve_endpoint
 from kimicode.tools.base import ToolContext, ToolRegistry
@@ -49,6 +49,10 @@ def create_agent(
         store=RuleStore(project_grants_path(workspace.root)),
     )
     if resume is not None:
+        if resume.meta.get("cwd") != str(workspace.root):
+            raise SessionError(
+                f"session {resume.id} belongs to {resume.meta.get('cwd')}; run kimicode there (or with -C)"
+            )
         session = SessionLog.reopen(resume)
     else:
         session = SessionLog.create(cwd=str(workspace.root), model=endpoint.model.name, provider=endpoint.provider)

@@ -165,3 +165,14 @@ async def test_repetitive_work_that_succeeds_or_varies_is_not_stopped(fake_opena
     fake_openai.script(*[Reply(tool_calls=[c]) for c in calls], Reply(text="finished"))
     events = await run(make_agent(fake_openai, tmp_path, window=1_000_000))
     assert events[-1].result == "finished"
+
+
+async def test_a_turn_stopped_after_compacting_leaves_a_valid_history(fake_openai, tmp_path):
+    (tmp_path / "part.txt").write_text("line of text\n" * 250)
+    script = [Reply(tool_calls=[ToolCall("read_file", {"path": "part.txt", "offset": i + 1})]) for i in range(12)]
+    script += [Reply(tool_calls=[ToolCall("shell", {"command": "sleep 20"}), ToolCall("list_dir", {})])]
+    fake_openai.responder = summariser(script)
+    agent = make_agent(fake_openai, tmp_path, window=20_000, limits=Limits(timeout=3))
+    events = await run(agent, "go")
+    assert any(isinstance(e, Compacted) for e in events) and events[-1].stop_reason == "timeout"
+    assert_history_valid(agent.messages)

@@ -142,3 +142,28 @@ def test_sessions_command_lists_this_workspace(fake_openai, tmp_path):
     elsewhere = subprocess.run([sys.executable, "-m", "kimicode", "--continue", "--task", "x"], cwd=tmp_path / "..",
                                env=env_for(fake_openai), capture_output=True, text=True, timeout=60)
     assert elsewhere.returncode == 2 and "no earlier session" in elsewhere.stderr
+
+
+def test_a_resumed_session_gets_a_fresh_system_prompt(fake_openai, tmp_path):
+    fake_openai.script(Reply(text="1. do it"), Reply(text="done"))
+    subprocess.run([sys.executable, "-m", "kimicode", "--plan", "--task", "plan it"], cwd=tmp_path,
+                   env=env_for(fake_openai), check=True, capture_output=True, timeout=60)
+    (tmp_path / "AGENTS.md").write_text("Always run make lint.\n")
+    subprocess.run([sys.executable, "-m", "kimicode", "--continue", "--task", "go ahead"], cwd=tmp_path,
+                   env=env_for(fake_openai), check=True, capture_output=True, timeout=60)
+    first, second = (r["messages"][0]["content"] for r in fake_openai.requests)
+    assert "Mode: plan" in first and "Mode: auto" in second and "Always run make lint." in second
+    (state,) = list_sessions(tmp_path.resolve())
+    assert state.messages[0]["content"] == second  # the transcript replays to the new prompt
+
+
+def test_resuming_a_session_of_another_workspace_is_refused(fake_openai, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fake_openai.script(Reply(text="ok"))
+    subprocess.run([sys.executable, "-m", "kimicode", "--task", "hi"], cwd=tmp_path / "a", env=env_for(fake_openai),
+                   check=True, capture_output=True, timeout=60)
+    (state,) = list_sessions((tmp_path / "a").resolve())
+    proc = subprocess.run([sys.executable, "-m", "kimicode", "--resume", state.id, "--task", "x"], cwd=tmp_path / "b",
+                          env=env_for(fake_openai), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "belongs to" in proc.stderr
