@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from kimicode.agent.checkpoints import CheckpointError, CheckpointStore
 from kimicode.agent.context import COMPACT_AT, KEEP_RECENT, ContextMeter, plan_compaction, summarize
 from kimicode.agent.instructions import ProjectInstructions
 from kimicode.agent.session import SessionLog, SessionState
+from kimicode.agent.testing import TestOutcome
 from kimicode.agent.verify import TestRun, Verifier
 from kimicode.approval import ApprovalPolicy
 from kimicode.backends.base import (
@@ -134,6 +135,7 @@ class Agent:
         self.steps = 0  # model calls, all turns
         self.verifier = verifier
         self.checkpoints = checkpoints
+        self._baseline_tried = False
         self.meter = ContextMeter()
         self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
@@ -194,7 +196,7 @@ class Agent:
         self.ctx.emit = self._emit_from_tool
         self._failures.clear()
         if self.verifier:
-            self.verifier.rounds = 0
+            self.verifier.rounds, self.verifier.told_preexisting = 0, False
         result, reason, error_kind = "", "end_turn", "internal"
         try:
             emit(TurnStarted(prompt))
@@ -248,7 +250,7 @@ class Agent:
                     raise StopTurn("length", reply.text + "\n[the reply hit the output token limit]")
                 if reply.finish == "content_filter":
                     raise StopTurn("error", "the provider's content filter stopped the reply")
-                feedback = await self._verify()
+                feedback = await self._verify(reply.text)
                 if feedback is None:
                     return reply.text
                 self._append({"role": "user", "content": feedback})
@@ -256,7 +258,7 @@ class Agent:
             for call in reply.calls:
                 await self._run_tool(call)
 
-    async def _verify(self) -> str | None:
+    async def _verify(self, answer: str) -> str | None:
         """Run the tests if something changed since they last passed; the failure report
         for the model, or None when there is nothing (more) to do."""
         verifier = self.verifier
@@ -267,21 +269,37 @@ class Agent:
             return None
         changed = sorted(self.ctx.workspace.relative(p) for p in unverified)
         for command, narrowed in verifier.commands(changed):
-            run = await self._run_tests(command, narrowed)
+            title = f"Run {'relevant ' if narrowed else ''}tests: {command}"
+            run = await self._run_tests(command, title, lambda c=command, n=narrowed: verifier.run(c, n, self.ctx))
             if run is None:
                 return None  # not approved: the model's answer stands
-            if not run.outcome.passed:
+            if not run.ok:
                 verifier.rounds += 1
                 if verifier.rounds > MAX_VERIFY_ROUNDS:
-                    return None  # give up; the result still reports the failing tests
-                return prompts.render("tests_failed", command=command, summary=run.outcome.summary())
+                    failing = ", ".join(f.name for f in run.new_failures[:10])
+                    raise StopTurn("tests_failed", f"{answer}\n[tests still failing after {MAX_VERIFY_ROUNDS} "
+                                                   f"rounds of fixes: {failing}]")
+                return prompts.render("tests_failed", command=command, summary=run.feedback())
+            if run.already_failing and not verifier.told_preexisting:
+                # Once per turn: the task may be to fix exactly these.
+                verifier.told_preexisting = True
+                return prompts.render("tests_preexisting", command=command, summary=run.preexisting())
         verifier.mark_verified(self.ctx.changed_files)
         return None
 
-    async def _run_tests(self, command: str, narrowed: bool) -> TestRun | None:
-        assert self.verifier is not None
-        call = ToolCallDone(f"kimicode.tests:{self.steps}:{int(narrowed)}", "shell", json.dumps({"command": command}))
-        title = f"Run {'relevant ' if narrowed else ''}tests: {command}"
+    async def _ensure_baseline(self) -> None:
+        """Before the session's first change, run the suite once, so failures that were
+        already there are not blamed on the agent."""
+        verifier = self.verifier
+        if verifier is None or self._baseline_tried or self.policy.mode == "plan":
+            return
+        self._baseline_tried = True
+        title = f"Run tests before changing anything (baseline): {verifier.test.command}"
+        await self._run_tests(verifier.test.command, title, lambda: verifier.run_baseline(self.ctx))
+
+    async def _run_tests(self, command: str, title: str, runner: Callable[[], Awaitable[Any]]) -> Any:
+        """`runner()` as a visible, approved step; None if it was not approved."""
+        call = ToolCallDone(f"kimicode.tests:{self.steps}:{len(title)}", "shell", json.dumps({"command": command}))
         self._emit(ToolCallStarted(call.id, "run_tests", {"command": command}, title, "execute"))
         denial = await self._approve(call, title, "execute", {"command": command})
         if denial is not None:
@@ -289,9 +307,11 @@ class Agent:
             return None
         started = time.monotonic()
         self.ctx.call_id = call.id
-        run = await self.verifier.run(command, narrowed, self.ctx)
-        self._emit(ToolCallFinished(call.id, "run_tests", run.outcome.summary(), not run.outcome.passed,
-                                    {"tests": run.report()}, time.monotonic() - started))
+        run = await runner()
+        outcome = run if isinstance(run, TestOutcome) else run.outcome
+        display = {"tests": run.report()} if isinstance(run, TestRun) else {"baseline": outcome.counts}
+        self._emit(ToolCallFinished(call.id, "run_tests", outcome.summary(), not outcome.passed, display,
+                                    time.monotonic() - started))
         return run
 
     def _tokens_spent(self) -> int:
@@ -431,7 +451,12 @@ class Agent:
             if denial is not None:
                 result = ToolResult(denial, is_error=True)
             else:
-                if call.name == "shell" and assess(arguments["command"], self.ctx.workspace.root).risk != "read_only":
+                changes_files = tool.kind in ("edit", "delete", "move") or (
+                    call.name == "shell" and assess(arguments["command"], self.ctx.workspace.root).risk != "read_only"
+                )
+                if changes_files:
+                    await self._ensure_baseline()
+                if changes_files and call.name == "shell":
                     await self._checkpoint(f"before shell: {' '.join(arguments['command'].split())[:60]}")
                 self.ctx.call_id = call.id
                 result = await tool.execute(params, self.ctx)
