@@ -71,12 +71,13 @@ async def run_task(
     workspace = agent.ctx.workspace
     changed |= {workspace.relative(p) for p in agent.ctx.changed_files}
     status, code = _status(finished, error)
-    commit = None
+    commit = commit_error = None
     if auto_commit and status == "success":
         try:
             commit = commit_task(workspace.root, sorted(changed), task, finished.result,
                                  agent.session.id if agent.session else None)
-        except CommitError as exc:
+        except CommitError as exc:  # the task is done, but CI asked for a commit it did not get
+            commit_error, status, code = str(exc), "error", EXIT_FAILURE
             err.write(f"kimicode: {exc}\n")
     result = _result_record(status, finished.stop_reason, finished.result, files_changed=sorted(changed)) | {
         "session_id": agent.session.id if agent.session else None,
@@ -91,6 +92,7 @@ async def run_task(
         "cost_usd": round(agent.cost_usd, 6),
         "tests": agent.verifier.last.report() if agent.verifier and agent.verifier.last else None,
         "commit": commit,
+        "commit_error": commit_error,
     }
     if output_format != "text":
         _write_line(out, result)

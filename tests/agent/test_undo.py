@@ -168,3 +168,32 @@ def test_auto_commit_commits_only_the_task_changes(fake_openai, repo):
     assert message.startswith("kimicode: bump VALUE") and f"kimicode-session: {result['session_id']}" in message
     committed = git(repo, "show", "--name-status", "--format=", "HEAD").split("\n")
     assert sorted(filter(None, committed)) == ["A\tsrc/new.py", "A\twip.txt", "D\told.txt", "M\tapp.py", "M\trun.sh"]
+
+
+def test_auto_commit_leaves_out_ignored_and_vanished_files_and_keeps_links(fake_openai, repo):
+    git(repo, "add", "wip.txt")  # the user's own staged change must stay staged, uncommitted
+    script = "echo x > tmp.txt && rm tmp.txt && echo n > notes.log && ln -s app.py 'my link.py'"
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": script}),
+                                         ToolCall("write_file", {"path": "new file.py", "content": "X = 1\n"})]),
+                       Reply(text="done"))
+    proc = kimicode(fake_openai, repo, "--task", "odd files", "--no-auto-test", "--auto-commit", "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    committed = sorted(filter(None, git(repo, "show", "--name-status", "--format=", "HEAD").split("\n")))
+    assert committed == ["A\tmy link.py", "A\tnew file.py"]
+    assert git(repo, "show", "HEAD:my link.py") == "app.py"  # the link itself, not its target
+    assert "A  wip.txt" in git(repo, "--no-optional-locks", "status", "--porcelain")
+
+
+def test_a_failing_commit_hook_fails_the_run_and_unstages(fake_openai, repo):
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'lint failed' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    fake_openai.script(Reply(tool_calls=[ToolCall("write_file", {"path": "new.py", "content": "X = 1\n"})]),
+                       Reply(text="done"))
+    head = git(repo, "rev-parse", "HEAD")
+    proc = kimicode(fake_openai, repo, "--task", "add new.py", "--no-auto-test", "--auto-commit", "-o", "json")
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert result["status"] == "error" and "lint failed" in result["commit_error"] and result["commit"] is None
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert "?? new.py" in git(repo, "--no-optional-locks", "status", "--porcelain")  # not left staged
