@@ -135,7 +135,7 @@ def init(
     workspace = (cwd or Path.cwd()).resolve()
     _setup_logging(False)
     # auto-edit: it may write AGENTS.md; commands beyond read-only ones are refused.
-    flags = {"model": model, "approval_mode": "auto-edit"}
+    flags = {"model": model, "approval_mode": "auto-edit", "auto_test": False}
     raise typer.Exit(_run_headless(prompts.render("init"), "text", workspace, flags, None))
 
 

@@ -49,6 +49,7 @@ async def run_task(
 
     Cancelling the coroutine (SIGINT before or after the turn) still writes a result."""
     started = time.monotonic()
+    usage_before, cost_before = agent.usage, agent.cost_usd  # a resumed session has spent some already
     finished = TurnFinished("cancelled", "cancelled by the user")
     error: ErrorEvent | None = None
     tracker: ChangeTracker | None = None
@@ -85,11 +86,11 @@ async def run_task(
         "num_steps": agent.steps,
         "duration_s": round(time.monotonic() - started, 3),
         "usage": {
-            "prompt_tokens": agent.usage.prompt_tokens,
-            "completion_tokens": agent.usage.completion_tokens,
-            "cached_tokens": agent.usage.cached_tokens,
+            "prompt_tokens": agent.usage.prompt_tokens - usage_before.prompt_tokens,
+            "completion_tokens": agent.usage.completion_tokens - usage_before.completion_tokens,
+            "cached_tokens": agent.usage.cached_tokens - usage_before.cached_tokens,
         },
-        "cost_usd": round(agent.cost_usd, 6),
+        "cost_usd": round(agent.cost_usd - cost_before, 6),
         "tests": agent.verifier.last.report() if agent.verifier and agent.verifier.last else None,
         "commit": commit,
         "commit_error": commit_error,

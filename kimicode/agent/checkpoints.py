@@ -42,13 +42,14 @@ NUL-separated bytes in and out, and as little per-call latency as possible.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import stat
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,17 @@ class CheckpointStore:
 
     def create(self, label: str, turn: int) -> Checkpoint:
         """Snapshot the work tree (see the module docstring for what that covers)."""
-        return self._commit(self._write_tree(), label, turn)
+        with self._locked():
+            return self._commit(self._write_tree(), label, turn)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One snapshot or restore at a time per store: two kimicode runs in one workspace
+        would otherwise race on the store's index and lose checkpoints."""
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.store.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            yield
 
     def list(self) -> list[Checkpoint]:
         """All checkpoints, newest first."""
@@ -146,6 +157,10 @@ class CheckpointStore:
         Paths where writing would clobber something outside the snapshots (an ignored file
         or a nested repository in the way) are left as they are; `changed_files` lists
         them afterwards."""
+        with self._locked():
+            return self._restore(checkpoint, turn)
+
+    def _restore(self, checkpoint: Checkpoint, turn: int | None) -> Checkpoint:
         target = self._tree_of(checkpoint)
         current = self._write_tree()
         before = self._commit(current, f"before undo to {checkpoint.label}", checkpoint.turn if turn is None else turn)

@@ -142,7 +142,8 @@ async def summarize(backend: Backend, older: list[dict[str, Any]], account: Call
             {"role": "user", "content": render_for_summary(older, int(backend.info.context_window * CHARS_PER_TOKEN / 2))},
         ],
         temperature=0.3,
-        max_tokens=2_000,
+        # Thinking models spend part of the budget on reasoning before the summary itself.
+        max_tokens=2_000 + (16_000 if backend.info.supports_reasoning else 0),
     )
     text: list[str] = []
     try:

@@ -20,6 +20,10 @@ class ProjectInstructions:
         self._workspace = workspace
         self._shown: set[Path] = {workspace.root}  # the root file is in the system prompt
 
+    def forget(self) -> None:
+        """Show nested instructions again (after a compaction may have dropped them)."""
+        self._shown = {self._workspace.root}
+
     def root(self) -> str:
         text = self._read(self._workspace.root)
         return f"\n# Project instructions (AGENTS.md)\n{text}\n" if text else ""

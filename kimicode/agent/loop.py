@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 
 LOOP_WARN_AT = 3  # identical failing calls before the model is told to change course
 LOOP_STOP_AT = 5  # ... and before the turn is stopped
-MAX_VERIFY_ROUNDS = 4  # failing test runs fed back per turn before the model's answer stands
+MAX_VERIFY_ROUNDS = 4  # failing test runs fed back per turn before the turn ends as tests_failed
+RECOMPACT_GROWTH = 0.25  # of the window: how much the history must grow before compacting again
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +138,15 @@ class Agent:
         self.checkpoints = checkpoints
         self._baseline_tried = False
         self.meter = ContextMeter()
+        self._compacted_to = 0  # history size right after the last compaction
         self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
         self._request: dict[str, Any] | None = None  # the user's message that started this turn
         self._turn_task: asyncio.Task[None] | None = None
         self._warned_no_usage = False
         self._last_usage: Usage | None = None
-        self._failures: Counter[tuple[str, str, str]] = Counter()  # identical failing calls this turn
+        self._failures: Counter[tuple[str, str, str, int]] = Counter()  # identical failing calls this turn
+        self._edits = 0  # successful file edits so far: a retry after an edit is a new attempt
         self._emit: Callable[[Event], None] = lambda event: None
         if resumed is not None and resumed.messages:
             self.messages = list(resumed.messages)
@@ -231,7 +234,7 @@ class Agent:
         budget = _Budget(self.limits, self.cost_usd, self._tokens_spent())
         while True:
             budget.check(self.cost_usd, self._tokens_spent())
-            if self.meter.tokens(self.messages) > COMPACT_AT * self.backend.info.context_window:
+            if self._needs_compaction():
                 await self.compact()
             budget.steps += 1
             self.steps += 1
@@ -317,6 +320,13 @@ class Agent:
     def _tokens_spent(self) -> int:
         return self.usage.prompt_tokens + self.usage.completion_tokens
 
+    def _needs_compaction(self) -> bool:
+        """Past COMPACT_AT of the window, and grown since the last compaction: when even the
+        compacted history is that large, compacting again would only summarise the summary."""
+        window = self.backend.info.context_window
+        tokens = self.meter.tokens(self.messages)
+        return tokens > COMPACT_AT * window and tokens > self._compacted_to + RECOMPACT_GROWTH * window
+
     async def compact(self, keep_tokens: int | None = None) -> bool:
         """Replace older turns by a model-written summary, keeping about `keep_tokens` of
         recent steps; False if there was nothing to compact."""
@@ -341,7 +351,9 @@ class Agent:
         if self.session:
             self.session.append("compaction", messages=self.messages)
         self.meter.reset()
-        self._emit(Compacted(before, self.meter.tokens(self.messages), len(plan.older)))
+        self.instructions.forget()  # nested AGENTS.md notes may have been summarised away
+        self._compacted_to = self.meter.tokens(self.messages)
+        self._emit(Compacted(before, self._compacted_to, len(plan.older)))
         return True
 
     async def _call_model(self) -> _Reply:
@@ -505,11 +517,14 @@ class Agent:
         return dataclasses.replace(result, output=f"{result.output}\n\n{notes}") if notes else result
 
     def _count_failure(self, call: ToolCallDone, result: ToolResult) -> int:
-        """How often this exact failing call (same tool, arguments and result) happened
-        this turn; repetitive work that succeeds or varies is never counted."""
+        """How often this exact failing call (same tool, arguments and result, with no file
+        edited in between) happened this turn; work that succeeds or varies never counts."""
         if not result.is_error:
+            tool = self.tools.get(call.name)
+            if tool is not None and tool.kind in ("edit", "delete", "move"):
+                self._edits += 1
             return 0
-        signature = (call.name, call.arguments, result.output)
+        signature = (call.name, call.arguments, result.output, self._edits)
         self._failures[signature] += 1
         return self._failures[signature]
 

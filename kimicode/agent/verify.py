@@ -17,6 +17,7 @@ from pathlib import Path
 from kimicode.agent.testing import TestCommand, TestFailure, TestOutcome, parse_test_output
 from kimicode.tools.base import ToolContext
 from kimicode.tools.shell import Shell, ShellParams
+from kimicode.tools.shell_syntax import ShellSyntaxError, split_commands
 
 TEST_TIMEOUT_S = 600.0
 
@@ -90,7 +91,8 @@ class Verifier:
 
     def commands(self, changed: list[str]) -> list[tuple[str, bool]]:
         """(command, narrowed) pairs to run in order: the relevant tests, then everything."""
-        narrowed = self.test.narrowed(changed) if changed else None
+        # Narrowing appends arguments: only safe on a single command (not `pytest | tail`).
+        narrowed = self.test.narrowed(changed) if changed and _is_simple(self.test.command) else None
         full = (self.test.command, False)
         return [(narrowed, True), full] if narrowed and narrowed != self.test.command else [full]
 
@@ -117,3 +119,11 @@ class Verifier:
         # The shell tool marks only a timeout (or a failure to start) as an error.
         return parse_test_output(self.test.framework, output, -1 if exit_code is None else exit_code,
                                  timed_out=result.is_error)
+
+
+def _is_simple(command: str) -> bool:
+    try:
+        commands = split_commands(command)
+    except ShellSyntaxError:
+        return False
+    return len(commands) == 1 and not commands[0].redirects

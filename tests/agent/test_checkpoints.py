@@ -549,3 +549,17 @@ def test_git_environment_of_the_caller_is_ignored(repo, tmp_path, monkeypatch):
     write(repo / "README.md", "changed\n")
     assert store.changed_files(checkpoint) == ["README.md"]
     assert not (tmp_path / "stray-index").exists()
+
+
+def test_concurrent_snapshots_all_land(tmp_path):
+    """Several writers (kimicode runs in one workspace) must not lose checkpoints."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo = tmp_path / "concurrent"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "f.txt").write_text("x")
+    store = CheckpointStore(repo, tmp_path / "store.git")
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda i: store.create(f"cp {i}", i), range(12)))
+    assert {cp.id for cp in store.list()} >= {cp.id for cp in made} and len(store.list()) == 12

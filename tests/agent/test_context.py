@@ -176,3 +176,24 @@ async def test_a_turn_stopped_after_compacting_leaves_a_valid_history(fake_opena
     events = await run(agent, "go")
     assert any(isinstance(e, Compacted) for e in events) and events[-1].stop_reason == "timeout"
     assert_history_valid(agent.messages)
+
+
+async def test_the_same_failure_after_an_edit_is_a_new_attempt(fake_openai, tmp_path):
+    (tmp_path / "hang.py").write_text("while True: pass\n")
+    rounds = []
+    for i in range(5):
+        rounds += [Reply(tool_calls=[ToolCall("shell", {"command": "python3 hang.py", "timeout": 0.3})]),
+                   Reply(tool_calls=[ToolCall("write_file", {"path": "hang.py", "content": f"# try {i}\nwhile True: pass\n"})])]
+    fake_openai.script(Reply(tool_calls=[ToolCall("read_file", {"path": "hang.py"})]), *rounds, Reply(text="gave up"))
+    events = await run(make_agent(fake_openai, tmp_path, window=1_000_000), "fix hang.py")
+    assert events[-1].stop_reason == "end_turn" and events[-1].result == "gave up"
+
+
+async def test_an_oversized_kept_part_is_not_compacted_again_and_again(fake_openai, tmp_path):
+    huge_request = "please consider this context: " + "word " * 4_000  # ~20 KB, above the window alone
+    script = [Reply(tool_calls=[ToolCall("list_dir", {})]) for _ in range(6)] + [Reply(text="done")]
+    fake_openai.responder = summariser(script)
+    events = await run(make_agent(fake_openai, tmp_path, window=6_000), huge_request)
+    assert events[-1].result == "done"
+    assert len([e for e in events if isinstance(e, Compacted)]) <= 1
+    assert len([b for b in fake_openai.requests if not b.get("tools")]) <= 1  # summary calls
