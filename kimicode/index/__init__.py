@@ -1,0 +1,1 @@
+"""The repository index: tree-sitter tags, a persistent symbol store, the ranked repo map."""
