@@ -167,6 +167,66 @@ def undo(
     print(f"to undo this undo: kimicode undo {result.saved.id[:10]}")
 
 
+@app.command()
+def index(
+    path: Annotated[Optional[Path], typer.Argument(help="Repository folder (default: the current one).")] = None,
+) -> None:
+    """Build or update the symbol index (cached in .kimicode/cache/) and print what it holds."""
+    repo_index = _open_index(path)
+    stats = repo_index.update()
+    languages = ", ".join(f"{name} {count}" for name, count in sorted(stats.languages.items()) if name) or "none"
+    print(f"{stats.files} files ({stats.parsed} parsed, {stats.removed} removed) in {stats.seconds:.2f} s")
+    print(f"{stats.defs} definitions, {stats.refs} references; languages: {languages}")
+
+
+@app.command(name="map")
+def repo_map(
+    path: Annotated[Optional[Path], typer.Argument(help="Repository folder (default: the current one).")] = None,
+    tokens: Annotated[int, typer.Option("--tokens", "-n", min=64, help="Size budget in tokens.")] = 2_048,
+    focus: Annotated[Optional[list[str]], typer.Option("--focus", "-f", help="A file or identifier to centre on (repeatable).")] = None,
+) -> None:
+    """Print the ranked repo map: the most used definitions, grouped by file."""
+    from kimicode.index.repomap import render_map
+
+    repo_index = _open_index(path)
+    repo_index.update()
+    files = repo_index.store.file_tags()
+    known = {f.path for f in files}
+    focus_files = {item for item in focus or () if item in known}
+    print(render_map(files, tokens, focus_files, set(focus or ()) - focus_files))
+
+
+@app.command()
+def symbols(
+    name: Annotated[str, typer.Argument(help="Symbol name (exact), or part of it with --fuzzy.")],
+    fuzzy: Annotated[bool, typer.Option("--fuzzy", help="Match names containing NAME, ignoring case.")] = False,
+    path: Annotated[Optional[Path], typer.Option("--cwd", "-C", help="Repository folder (default: the current one).")] = None,
+) -> None:
+    """Print where a symbol is defined (file:line and signature)."""
+    import asyncio
+
+    from kimicode.tools.base import ToolContext
+    from kimicode.tools.symbols import FindSymbol
+    from kimicode.workspace import Workspace
+
+    repo_index = _open_index(path)
+    ctx = ToolContext(Workspace(repo_index.workspace.root), index=repo_index)
+    result = asyncio.run(FindSymbol()({"name": name, "fuzzy": fuzzy}, ctx))
+    print(result.output)
+    if result.is_error or result.output.startswith("no definition"):
+        raise typer.Exit(1)
+
+
+def _open_index(path: Path | None):  # -> RepoIndex
+    from kimicode.index.indexer import RepoIndex
+    from kimicode.workspace import Workspace
+
+    root = (path or Path.cwd()).resolve()
+    if not root.is_dir():
+        _fail(f"{root} is not a directory")
+    return RepoIndex(Workspace(root))
+
+
 def _load_session(session: str, workspace: Path):  # -> SessionState
     from kimicode.agent.session import SessionError, find_session, list_sessions
 

@@ -80,6 +80,8 @@ class Settings(_Strict):
     timeout: float | None = Field(None, gt=0, description="Stop a task after this many seconds.")
     test_command: str | None = Field(None, description="How to run the tests; detected from the repo when unset.")
     auto_test: bool = Field(True, description="Run the tests when the agent finishes an edit; feed failures back.")
+    repo_map: bool = Field(True, description="Index the repository (tree-sitter) for the repo map and symbol tools.")
+    repo_map_tokens: int | None = Field(None, gt=0, description="Repo map size in the prompt (default: window/8, 1k-8k).")
     checkpoints: bool = Field(True, description="Snapshot the work tree before each turn and risky command (undo).")
     auto_commit: bool = Field(False, description="Commit each successful task on the current branch.")
     shell_timeout: float = Field(120.0, gt=0, le=3600, description="Default timeout of one shell command (s).")

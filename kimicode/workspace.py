@@ -81,8 +81,8 @@ class Workspace:
             return
         dirs, files = [], []
         for entry in entries:
-            if entry.name == ".git":
-                continue
+            if entry.name == ".git" or (entry.name == "cache" and directory.name == ".kimicode"):
+                continue  # git internals; kimicode's own index cache
             is_dir = entry.is_dir(follow_symlinks=False)
             path = Path(entry.path)
             if rules and _ignored(path, is_dir, rules):

@@ -117,7 +117,7 @@ class Agent:
         tools: ToolRegistry,
         policy: ApprovalPolicy,
         ctx: ToolContext,
-        system_prompt: str,
+        system_prompt: str | Callable[[], str],
         limits: Limits = Limits(),
         session: SessionLog | None = None,
         resumed: SessionState | None = None,
@@ -148,6 +148,9 @@ class Agent:
         self._failures: Counter[tuple[str, str, str, int]] = Counter()  # identical failing calls this turn
         self._edits = 0  # successful file edits so far: a retry after an edit is a new attempt
         self._emit: Callable[[Event], None] = lambda event: None
+        # A callable prompt is rebuilt at each turn (the repo map may have changed).
+        self._system_prompt = system_prompt
+        system_prompt = system_prompt() if callable(system_prompt) else system_prompt
         if resumed is not None and resumed.messages:
             self.messages = list(resumed.messages)
             self.usage = Usage(*resumed.usage)
@@ -203,6 +206,8 @@ class Agent:
         result, reason, error_kind = "", "end_turn", "internal"
         try:
             emit(TurnStarted(prompt))
+            if callable(self._system_prompt):
+                self._set_system_prompt(await asyncio.to_thread(self._system_prompt))
             await self._checkpoint(f"before: {' '.join(prompt.split())[:60]}")
             self._request = {"role": "user", "content": prompt}
             self._append(self._request)

@@ -15,10 +15,13 @@ from kimicode.agent.testing import detect_test_command
 from kimicode.agent.verify import Verifier
 from kimicode.agent.session import SessionError, SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy, RuleStore
+from kimicode.index.indexer import RepoIndex
+from kimicode.index.repomap import default_budget, render_map
 from kimicode.config import ApprovalMode, Settings, project_grants_path, resolve_endpoint
 from kimicode.tools.base import ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
+from kimicode.tools.symbols import FindReferences, FindSymbol, RepoMap
 from kimicode.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -56,12 +59,15 @@ def create_agent(
         session = SessionLog.reopen(resume)
     else:
         session = SessionLog.create(cwd=str(workspace.root), model=endpoint.model.name, provider=endpoint.provider)
+    index = RepoIndex(workspace) if settings.repo_map else None
+    repo_map = RepoMapSection(index, settings.repo_map_tokens or default_budget(endpoint.model.context_window))
+    symbol_tools = [FindSymbol(), FindReferences(), RepoMap()] if index else []
     return Agent(
         backend,
-        ToolRegistry([*builtin_tools(), UpdatePlan()]),
+        ToolRegistry([*builtin_tools(), *symbol_tools, UpdatePlan()]),
         policy,
-        ToolContext(workspace, shell_timeout=settings.shell_timeout),
-        system_prompt(workspace, mode),
+        ToolContext(workspace, shell_timeout=settings.shell_timeout, index=index),
+        lambda: system_prompt(workspace, policy.mode, repo_map.text()),
         Limits(settings.max_steps, settings.max_cost, settings.max_tokens, settings.timeout),
         session,
         resume,
@@ -87,7 +93,7 @@ def _verifier(settings: Settings, root: Path) -> Verifier | None:
     return Verifier(test) if test else None
 
 
-def system_prompt(workspace: Workspace, mode: str) -> str:
+def system_prompt(workspace: Workspace, mode: str, repo_map: str = "") -> str:
     return prompts.render(
         "system",
         workspace=str(workspace.root),
@@ -96,7 +102,30 @@ def system_prompt(workspace: Workspace, mode: str) -> str:
         mode=mode,
         mode_note=_MODE_NOTES.get(mode, ""),
         project_instructions=ProjectInstructions(workspace).root(),
+        repo_map=f"\n# Repository map (most used definitions, file:line)\n{repo_map}\n" if repo_map else "",
     )
+
+
+class RepoMapSection:
+    """The repo map for the system prompt, rebuilt only when files changed, so the
+    prompt (and the provider's cache of it) stays the same otherwise."""
+
+    def __init__(self, index: RepoIndex | None, tokens: int):
+        self._index = index
+        self._tokens = tokens
+        self._text: str | None = None
+
+    def text(self) -> str:
+        if self._index is None:
+            return ""
+        if self._text is None or self._index.changed_since_last_update():
+            try:
+                self._index.update()
+                self._text = render_map(self._index.store.file_tags(), self._tokens)
+            except OSError as exc:  # an unreadable cache folder must not stop the agent
+                log.warning("no repo map: %s", exc)
+                self._text = ""
+        return self._text
 
 
 _MODE_NOTES = {

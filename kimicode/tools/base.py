@@ -51,6 +51,7 @@ class ToolContext:
     emit: Callable[[Event], None] = lambda event: None
     call_id: str = ""
     shell_timeout: float = 120.0
+    index: Any = None  # a kimicode.index.indexer.RepoIndex, when the symbol tools are on
     # Files the agent has seen, with their stamp then: overwriting a file the agent
     # never read, or that changed on disk since, is refused so user edits survive.
     seen_files: dict[Path, FileStamp] = field(default_factory=dict)

@@ -44,10 +44,11 @@ def repo(tmp_path):
 
 
 def tree(root):
-    """Every file under root (but .git) with its bytes and mode."""
+    """Every file under root (but .git and kimicode's own ignored index cache) with its bytes and mode."""
     out = {}
     for path in sorted(root.rglob("*")):
-        if ".git" in path.relative_to(root).parts or not path.is_file():
+        parts = path.relative_to(root).parts
+        if ".git" in parts or parts[:2] == (".kimicode", "cache") or not path.is_file():
             continue
         out[str(path.relative_to(root))] = (path.read_bytes(), path.stat().st_mode)
     return out

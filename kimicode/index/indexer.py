@@ -1,0 +1,223 @@
+"""Keep the symbol store in step with the workspace, re-parsing only what changed.
+
+A file is re-read only when its (mtime_ns, size) stamp moved, and re-parsed only
+when the digest of its bytes moved too, so a touch or a checkout that restores
+the same content costs a read, not a parse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kimicode.index.extract import extract
+from kimicode.index.languages import language_for
+from kimicode.index.model import FileTags
+from kimicode.index.store import IndexStore
+from kimicode.workspace import Workspace
+
+MAX_FILE_BYTES = 1_000_000
+# Below this many files, starting worker processes costs more than it saves.
+PARALLEL_MIN_FILES = 20
+CACHE_EXCLUDE_LINE = ".kimicode/cache/"
+
+Progress = Callable[[int, int], None]
+# (absolute path, workspace-relative path, digest stored for it or "")
+_Job = tuple[str, str, str]
+# (relative path, digest of the bytes read, tags, or None when the digest matched / the read failed)
+_Result = tuple[str, str, FileTags | None]
+
+
+@dataclass
+class IndexStats:
+    files: int  # files recorded, parseable or not
+    parsed: int  # files parsed by this update
+    removed: int  # files dropped because they are gone
+    defs: int
+    refs: int
+    languages: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    path: Path
+    rel: str
+    mtime_ns: int
+    size: int
+
+
+class RepoIndex:
+    def __init__(self, workspace: Workspace, cache_dir: Path | None = None):
+        self.workspace = workspace
+        # Real path: `_scan` compares it with the real paths the walk yields.
+        default = workspace.root / ".kimicode" / "cache"
+        self.cache_dir = Path(os.path.realpath(cache_dir)) if cache_dir is not None else default
+        if cache_dir is None:
+            _exclude_from_git(workspace.root, CACHE_EXCLUDE_LINE)
+        self.store = IndexStore(self.cache_dir / "index.sqlite")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def update(self, *, progress: Progress | None = None) -> IndexStats:
+        started = time.perf_counter()
+        stored = self.store.files()
+        jobs: list[tuple[_Job, _Seen]] = []
+        present: set[str] = set()
+        with self.store.transaction():
+            for seen in self._scan():
+                present.add(seen.rel)
+                old = stored.get(seen.rel)
+                if old is not None and old[:2] == (seen.mtime_ns, seen.size):
+                    continue
+                if seen.size > MAX_FILE_BYTES or language_for(seen.rel) is None:
+                    # Listed so the agent knows it exists, but never read.
+                    self.store.replace_file(FileTags(seen.rel, None, ()), seen.mtime_ns, seen.size, "")
+                else:
+                    jobs.append(((str(seen.path), seen.rel, old[2] if old else ""), seen))
+            parsed = self._apply(jobs, progress)
+            removed = [path for path in stored if path not in present]
+            self.store.remove_files(removed)
+        totals = self.store.stats()
+        return IndexStats(
+            files=totals["files"],
+            parsed=parsed,
+            removed=len(removed),
+            defs=totals["defs"],
+            refs=totals["refs"],
+            languages=totals["languages"],
+            seconds=time.perf_counter() - started,
+        )
+
+    def changed_since_last_update(self) -> bool:
+        """Whether any file appeared, vanished or got a new stamp (stats only, reads nothing)."""
+        stored = self.store.files()
+        count = 0
+        for seen in self._scan():
+            old = stored.get(seen.rel)
+            if old is None or old[:2] != (seen.mtime_ns, seen.size):
+                return True
+            count += 1
+        return count != len(stored)
+
+    def _apply(self, jobs: list[tuple[_Job, _Seen]], progress: Progress | None) -> int:
+        """Read, digest and (when the content changed) parse the jobs; store the outcome."""
+        seen_by_rel = {seen.rel: seen for _, seen in jobs}
+        parsed = done = 0
+        for results in _run_jobs([job for job, _ in jobs]):
+            for rel, digest, file_tags in results:
+                seen = seen_by_rel[rel]
+                if file_tags is not None:
+                    self.store.replace_file(file_tags, seen.mtime_ns, seen.size, digest)
+                    parsed += 1
+                elif digest:
+                    self.store.update_stamp(rel, seen.mtime_ns, seen.size)
+                # else: unreadable now (deleted or replaced mid-walk); the next update sees it again
+            done += len(results)
+            if progress is not None:
+                progress(done, len(jobs))
+        return parsed
+
+    def _scan(self) -> Iterator[_Seen]:
+        """Every regular file of the workspace with its stamp, the cache folder left out."""
+        root = self.workspace.root
+        for dirpath, dirs, files in self.workspace.walk(root):
+            # The cache may not be git-excluded (no git repo, or the workspace is a subfolder).
+            dirs[:] = [name for name in dirs if dirpath / name != self.cache_dir]
+            for name in files:
+                path = dirpath / name
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield _Seen(path, path.relative_to(root).as_posix(), info.st_mtime_ns, info.st_size)
+
+
+def _run_jobs(jobs: list[_Job]) -> Iterator[list[_Result]]:
+    """Results in batches: in this process for a few files, else spread over worker
+    processes in chunks so each task carries enough work to pay for its IPC."""
+    if len(jobs) < PARALLEL_MIN_FILES:
+        yield _parse_chunk(jobs)
+        return
+    workers = os.cpu_count() or 1
+    chunk = max(1, min(64, len(jobs) // (workers * 4)))
+    # forkserver, not fork: the agent runs threads, and forking a threaded process can deadlock.
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_parse_chunk, jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _parse_chunk(jobs: list[_Job]) -> list[_Result]:
+    return [_parse_one(*job) for job in jobs]
+
+
+def _parse_one(path: str, rel: str, old_digest: str) -> _Result:
+    try:
+        with open(path, "rb") as f:
+            source = f.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return rel, "", None
+    digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+    if digest == old_digest:
+        return rel, digest, None
+    try:
+        return rel, digest, extract(rel, source)
+    except Exception:  # noqa: BLE001 — one file the parser chokes on must not stop the index
+        return rel, digest, FileTags(rel, language_for(rel), ())
+
+
+def _exclude_from_git(workspace_root: Path, line: str) -> None:
+    """Add `line` (made relative to the repository root) to the enclosing git repository's
+    info/exclude once, so the cache never shows up in `git status`. .gitignore is the
+    user's file and is left alone."""
+    for repo_root in (workspace_root, *workspace_root.parents):
+        git = repo_root / ".git"
+        if git.exists():
+            break
+    else:
+        return
+    git_dir = _git_dir(git)
+    if git_dir is None:
+        return
+    prefix = workspace_root.relative_to(repo_root).as_posix()
+    entry = line if prefix == "." else f"{prefix}/{line}"
+    exclude = git_dir / "info" / "exclude"
+    try:
+        existing = exclude.read_text(errors="replace") if exclude.exists() else ""
+        if entry in existing.splitlines():
+            return
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        separator = "" if not existing or existing.endswith("\n") else "\n"
+        with exclude.open("a") as f:
+            f.write(f"{separator}{entry}\n")
+    except OSError:
+        pass  # a read-only repository only means the cache shows in `git status`
+
+
+def _git_dir(git: Path) -> Path | None:
+    """The directory holding info/exclude: `.git` itself, or for worktrees and submodules
+    (where `.git` is a "gitdir: ..." file) the common git directory it points to."""
+    if git.is_dir():
+        return git
+    try:
+        text = git.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    git_dir = (git.parent / text.removeprefix("gitdir:").strip()).resolve()
+    common = git_dir / "commondir"
+    if common.is_file():
+        git_dir = (git_dir / common.read_text().strip()).resolve()
+    return git_dir
