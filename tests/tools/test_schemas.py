@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
+from kimicode.tools.symbols import FindReferences, FindSymbol, RepoMap
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -28,7 +30,10 @@ def test_builtin_tools_in_order():
     ]
 
 
-@pytest.mark.parametrize("tool", builtin_tools(), ids=lambda tool: tool.name)
+ALL_TOOLS = [*builtin_tools(), FindSymbol(), FindReferences(), RepoMap(), UpdatePlan()]
+
+
+@pytest.mark.parametrize("tool", ALL_TOOLS, ids=lambda tool: tool.name)
 def test_schema_matches_snapshot(tool):
     snapshot = SNAPSHOTS / f"{tool.name}.json"
     current = json.dumps(tool.schema(), indent=2, ensure_ascii=False) + "\n"
@@ -39,7 +44,10 @@ def test_schema_matches_snapshot(tool):
     assert current == snapshot.read_text(), f"{tool.name}'s schema changed; update {snapshot} if intended"
 
 
-@pytest.mark.parametrize("tool", builtin_tools(), ids=lambda tool: tool.name)
+ALL_TOOLS = [*builtin_tools(), FindSymbol(), FindReferences(), RepoMap(), UpdatePlan()]
+
+
+@pytest.mark.parametrize("tool", ALL_TOOLS, ids=lambda tool: tool.name)
 def test_every_parameter_is_described(tool):
     def check(properties):
         for name, spec in properties.items():
