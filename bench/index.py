@@ -1,6 +1,6 @@
 """Repository index speed on a corpus copied from the installed packages.
 
-    python bench/index.py [--packages rich pip setuptools ...]
+    python bench/index.py [--packages rich pip setuptools ...] [--extra /usr/lib/node_modules/npm ...]
 
 Times a cold index, a warm update with nothing changed, an update after one file's
 content changed, and the stat-only staleness check; reports files/s and peak RSS.
@@ -46,6 +46,16 @@ def build_corpus(root: Path, packages: list[str]) -> dict[str, int]:
                 counts[path.suffix] = counts.get(path.suffix, 0) + 1
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     return counts
+
+
+def copy_tree(source: Path, root: Path, counts: dict[str, int]) -> None:
+    """Add another source tree (e.g. a JavaScript one) to the corpus under its own name."""
+    for path in source.rglob("*"):
+        if path.suffix in SUFFIXES and path.is_file():
+            target = root / source.name / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            counts[path.suffix] = counts.get(path.suffix, 0) + 1
 
 
 class WorkerPeak:
@@ -107,29 +117,45 @@ def timed(action: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def median_run(runs: list[tuple[float, object]]) -> tuple[float, object]:
+    return sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", nargs="+", default=DEFAULT_PACKAGES)
+    parser.add_argument("--extra", nargs="*", type=Path, default=[], help="more source trees to copy in")
+    parser.add_argument("--runs", type=int, default=3, help="runs per phase; the median is shown")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kimicode-index-bench-") as tmp:
         root = Path(tmp)
         counts = build_corpus(root, args.packages)
+        for extra in args.extra:
+            copy_tree(extra, root, counts)
         workspace = Workspace(root)
+        sources = sorted(root.rglob("*.py"))
         with WorkerPeak() as workers:
-            cold_s, cold = timed(lambda: RepoIndex(workspace).update())
-            warm_s, warm = timed(lambda: RepoIndex(workspace).update())
+            cold_runs = []
+            for _ in range(args.runs):
+                shutil.rmtree(root / ".kimicode", ignore_errors=True)
+                cold_runs.append(timed(lambda: RepoIndex(workspace).update()))
+            cold_s, cold = median_run(cold_runs)
             index = RepoIndex(workspace)
-            target = next(root.rglob("*.py"))
-            with target.open("a") as f:
-                f.write("\n\ndef bench_added():\n    pass\n")
-            edit_s, edited = timed(index.update)
-            check_s, stale = timed(index.changed_since_last_update)
+            warm_s, warm = median_run([timed(index.update) for _ in range(args.runs)])
+            edits = []
+            for target in sources[: args.runs]:
+                with target.open("a") as f:
+                    f.write("\n\ndef bench_added():\n    pass\n")
+                edits.append(timed(index.update))
+            edit_s, edited = median_run(edits)
+            check_s, stale = median_run([timed(index.changed_since_last_update) for _ in range(args.runs)])
             index.close()
         self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
     files = cold.files
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, packages: {' '.join(args.packages)}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, packages: {' '.join(args.packages)}"
+          f"{', extra: ' + ' '.join(map(str, args.extra)) if args.extra else ''}; median of {args.runs} runs")
     print(f"corpus: {files} files ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); "
           f"{cold.defs} defs, {cold.refs} refs; languages {cold.languages}")
     print(f"{'phase':<28}{'seconds':>9}{'parsed':>8}{'files/s':>10}")
