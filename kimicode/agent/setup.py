@@ -62,12 +62,16 @@ def create_agent(
     index = RepoIndex(workspace) if settings.repo_map else None
     repo_map = RepoMapSection(index, settings.repo_map_tokens or default_budget(endpoint.model.context_window))
     symbol_tools = [FindSymbol(), FindReferences(), RepoMap()] if index else []
+    ctx = ToolContext(workspace, shell_timeout=settings.shell_timeout, index=index)
+    # Files the agent edited weigh more in the map; they change only when files change,
+    # which rebuilds the map anyway, so this costs no extra prompt-cache misses.
+    edited = lambda: {workspace.relative(path) for path in ctx.changed_files}  # noqa: E731
     return Agent(
         backend,
         ToolRegistry([*builtin_tools(), *symbol_tools, UpdatePlan()]),
         policy,
-        ToolContext(workspace, shell_timeout=settings.shell_timeout, index=index),
-        lambda: system_prompt(workspace, policy.mode, repo_map.text()),
+        ctx,
+        lambda: system_prompt(workspace, policy.mode, repo_map.text(edited())),
         Limits(settings.max_steps, settings.max_cost, settings.max_tokens, settings.timeout),
         session,
         resume,
@@ -115,13 +119,13 @@ class RepoMapSection:
         self._tokens = tokens
         self._text: str | None = None
 
-    def text(self) -> str:
+    def text(self, focus_files: set[str] = frozenset()) -> str:
         if self._index is None:
             return ""
         if self._text is None or self._index.changed_since_last_update():
             try:
                 self._index.update()
-                self._text = render_map(self._index.store.file_tags(), self._tokens)
+                self._text = render_map(self._index.store.file_tags(), self._tokens, focus_files)
             except OSError as exc:  # an unreadable cache folder must not stop the agent
                 log.warning("no repo map: %s", exc)
                 self._text = ""
