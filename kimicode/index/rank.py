@@ -8,6 +8,7 @@ is the share of rank flowing into its file through references to its name.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -15,8 +16,8 @@ from collections.abc import Iterable
 from kimicode.index.model import FileTags, Tag
 
 DAMPING = 0.85
-ITERATIONS = 60
-TOLERANCE = 1e-10
+ITERATIONS = 40
+TOLERANCE = 1e-6  # L1 change of the rank vector; the ordering is stable long before 1e-10
 FOCUS_WEIGHT = 10.0  # how much more a focused name or file counts
 COMMON_NAME_FILES = 5  # a name defined in more files than this says little about any of them
 
@@ -31,14 +32,19 @@ def rank_definitions(
         for tag in file.tags:
             if tag.kind == "def":
                 defined_in[tag.name].add(file.path)
+    references = {
+        file.path: Counter(tag.name for tag in file.tags if tag.kind == "ref" and tag.name in defined_in)
+        for file in files
+    }
+    referencing_files = Counter(name for counts in references.values() for name in counts)
+    weigh = _NameWeights(defined_in, referencing_files, len(files), focus_names)
 
     edges: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)  # source -> (target, name) -> weight
-    for file in files:
-        references = Counter(tag.name for tag in file.tags if tag.kind == "ref" and tag.name in defined_in)
-        for name, count in references.items():
-            weight = _name_weight(name, len(defined_in[name]), focus_names) * math.sqrt(count)
+    for source, counts in references.items():
+        for name, count in counts.items():
+            weight = weigh(name) * math.sqrt(count) / len(defined_in[name])
             for target in defined_in[name]:
-                edges[file.path][(target, name)] += weight / len(defined_in[name])
+                edges[source][(target, name)] += weight
 
     nodes = sorted({f.path for f in files})
     rank = _pagerank(nodes, edges, _personalisation(nodes, focus_files))
@@ -57,7 +63,7 @@ def rank_definitions(
                 score = flow[(file.path, tag.name)] + rank[file.path] * 0.01
                 # Flow is shared out per file, so a name's weight must apply here too:
                 # otherwise a file's one private call would get all its rank.
-                score *= _name_weight(tag.name, len(defined_in[tag.name]), focus_names)
+                score *= weigh(tag.name)
                 if file.path in focus_files:
                     score *= FOCUS_WEIGHT
                 ranked.append((score, file.path, tag))
@@ -65,17 +71,48 @@ def rank_definitions(
     return ranked
 
 
-def _name_weight(name: str, defining_files: int, focus_names: set[str]) -> float:
-    weight = 1.0
-    if name in focus_names:
-        weight *= FOCUS_WEIGHT
-    if name.startswith("_"):
-        weight *= 0.1  # private helpers rarely explain a codebase
-    if defining_files > COMMON_NAME_FILES:
-        weight *= 0.1
-    if len(name) < 3:
-        weight *= 0.1
-    return weight
+class _NameWeights:
+    """How much a reference to a name says about where it points."""
+
+    def __init__(self, defined_in: dict[str, set[str]], referencing: Counter[str], files: int, focus: set[str]):
+        self._defined_in, self._referencing, self._focus = defined_in, referencing, focus
+        # A name used by more files than this is probably not (only) ours: `x.isdir()` may be
+        # os.path's, `m.match()` re's. Its weight shrinks as it spreads.
+        self._spread = max(10.0, files / 50)
+        self._cache: dict[str, float] = {}
+
+    def __call__(self, name: str) -> float:
+        weight = self._cache.get(name)
+        if weight is None:
+            weight = self._cache[name] = self._weigh(name)
+        return weight
+
+    def _weigh(self, name: str) -> float:
+        weight = min(1.0, self._spread / max(self._referencing[name], 1))
+        if name in self._focus:
+            weight *= FOCUS_WEIGHT
+        if name.startswith("_"):
+            weight *= 0.1  # private helpers rarely explain a codebase
+        if len(self._defined_in.get(name, ())) > COMMON_NAME_FILES:
+            weight *= 0.1
+        if len(name) < 3 or name in _BUILTINS:
+            weight *= 0.1
+        return weight
+
+
+# Names of builtins and of builtin types' methods (Python, JavaScript): a project's own
+# `join` or `type` method would otherwise collect every `", ".join(...)` and `type(x)`.
+_BUILTINS = frozenset(
+    name
+    for namespace in (builtins, str, bytes, list, dict, set, int, float, object)
+    for name in dir(namespace)
+    if not name.startswith("__")
+) | frozenset(
+    "Array Object String Number Boolean Promise JSON Math Date Error Map Set Symbol RegExp console require "
+    "parseInt parseFloat setTimeout clearTimeout setInterval fetch push pop shift unshift slice splice map "
+    "filter reduce forEach find some every includes indexOf concat then catch finally toString valueOf "
+    "hasOwnProperty log warn error info debug assign freeze entries length apply call bind".split()
+)
 
 
 def _personalisation(nodes: list[str], focus_files: set[str]) -> dict[str, float]:
@@ -87,24 +124,30 @@ def _personalisation(nodes: list[str], focus_files: set[str]) -> dict[str, float
 def _pagerank(
     nodes: list[str], edges: dict[str, Counter[tuple[str, str]]], personal: dict[str, float]
 ) -> dict[str, float]:
-    """Power iteration; rank of files without out-edges goes back by the personalisation."""
-    out: dict[str, list[tuple[str, float]]] = {}
+    """Power iteration over index arrays; rank of files without out-edges goes back by the
+    personalisation."""
+    index = {node: i for i, node in enumerate(nodes)}
+    adjacency: list[tuple[int, list[int], list[float]]] = []
     for source, targets in edges.items():
-        total = sum(targets.values())
-        merged: Counter[str] = Counter()
+        merged: Counter[int] = Counter()
         for (target, _name), weight in targets.items():
-            merged[target] += weight / total
-        out[source] = sorted(merged.items())
-    rank = dict(personal)
+            merged[index[target]] += weight
+        total = sum(merged.values())
+        if total > 0:
+            order = sorted(merged)
+            adjacency.append((index[source], order, [merged[t] / total for t in order]))
+    has_out = {source for source, _, _ in adjacency}
+    teleport = [personal[node] for node in nodes]
+    rank = list(teleport)
     for _ in range(ITERATIONS):
-        dangling = sum(rank[node] for node in nodes if node not in out)
-        new = {node: (1 - DAMPING + DAMPING * dangling) * personal[node] for node in nodes}
-        for source, targets in out.items():
+        dangling = sum(rank[i] for i in range(len(nodes)) if i not in has_out)
+        new = [(1 - DAMPING + DAMPING * dangling) * p for p in teleport]
+        for source, targets, fractions in adjacency:
             share = DAMPING * rank[source]
-            for target, fraction in targets:
+            for target, fraction in zip(targets, fractions):
                 new[target] += share * fraction
-        delta = sum(abs(new[node] - rank[node]) for node in nodes)
+        delta = sum(abs(a - b) for a, b in zip(new, rank))
         rank = new
         if delta < TOLERANCE:
             break
-    return rank
+    return dict(zip(nodes, rank))
