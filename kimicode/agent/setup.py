@@ -59,7 +59,7 @@ def create_agent(
         session = SessionLog.reopen(resume)
     else:
         session = SessionLog.create(cwd=str(workspace.root), model=endpoint.model.name, provider=endpoint.provider)
-    index = RepoIndex(workspace) if settings.repo_map else None
+    index = _open_index(workspace) if settings.repo_map else None
     repo_map = RepoMapSection(index, settings.repo_map_tokens or default_budget(endpoint.model.context_window))
     symbol_tools = [FindSymbol(), FindReferences(), RepoMap()] if index else []
     ctx = ToolContext(workspace, shell_timeout=settings.shell_timeout, index=index)
@@ -110,6 +110,14 @@ def system_prompt(workspace: Workspace, mode: str, repo_map: str = "") -> str:
     )
 
 
+def _open_index(workspace: Workspace) -> RepoIndex | None:
+    try:
+        return RepoIndex(workspace)
+    except Exception as exc:  # the map is optional: an unusable cache folder must not stop the agent
+        log.warning("no repository index: %s", exc)
+        return None
+
+
 class RepoMapSection:
     """The repo map for the system prompt, rebuilt only when files changed, so the
     prompt (and the provider's cache of it) stays the same otherwise."""
@@ -117,18 +125,22 @@ class RepoMapSection:
     def __init__(self, index: RepoIndex | None, tokens: int):
         self._index = index
         self._tokens = tokens
-        self._text: str | None = None
+        self._text = ""
+        self._rendered: tuple[int, frozenset[str]] | None = None  # (index generation, focus) of _text
 
     def text(self, focus_files: set[str] = frozenset()) -> str:
         if self._index is None:
             return ""
-        if self._text is None or self._index.changed_since_last_update():
-            try:
+        try:
+            if self._rendered is None or self._index.changed_since_last_update():
                 self._index.update()
+            # Also after a tool (or another kimicode) updated the index: compare generations.
+            state = (self._index.generation, frozenset(focus_files))
+            if state != self._rendered:
                 self._text = render_map(self._index.store.file_tags(), self._tokens, focus_files)
-            except OSError as exc:  # an unreadable cache folder must not stop the agent
-                log.warning("no repo map: %s", exc)
-                self._text = ""
+                self._rendered = state
+        except Exception as exc:  # the map is optional: a broken or busy cache must not stop the agent
+            log.warning("no repo map this turn: %s", exc)
         return self._text
 
 

@@ -43,7 +43,8 @@ def _extract(language: str, source: bytes) -> tuple[Tag, ...]:
     query = languages.get(language)[1]
     tree = _parser(language).parse(source)
     defs, refs, scopes = _collect(QueryCursor(query).matches(tree.root_node))
-    tags = {_definition(source, *found, scopes) for found in defs.values()}
+    enclosing = _enclosing_all([found[1] for found in defs.values()], scopes)
+    tags = {_definition(source, *found, enclosing) for found in defs.values()}
     def_names = set(defs)
     for key, (name, category) in refs.items():
         if key not in def_names:  # e.g. Go's generic type_identifier pattern on a type's own name
@@ -61,11 +62,12 @@ def _collect(matches):
     """
     defs: dict[tuple[int, int], tuple] = {}  # name span -> (name, def node, receiver, category)
     refs: dict[tuple[int, int], tuple] = {}  # name span -> (name, category)
-    scopes: dict[int, tuple[str, str]] = {}  # node id -> (name, category) of anything that scopes defs
+    scopes: dict[int, tuple[str, str, int, int]] = {}  # node id -> (name, category, start, end byte)
     winners: dict[tuple[str, tuple[int, int]], int] = {}
     for pattern, captures in matches:
         if "scope" in captures:
-            scopes[captures["scope"][0].id] = (_text(captures["scope.name"][0]), "class")
+            scope = captures["scope"][0]
+            scopes[scope.id] = (_text(captures["scope.name"][0]), "class", scope.start_byte, scope.end_byte)
             continue
         names = captures.get("name")
         role = next((c for c in captures if c.startswith(("definition.", "reference."))), None)
@@ -84,12 +86,12 @@ def _collect(matches):
             refs[key[1]] = (name, category)
     for name, node, _, category in defs.values():
         if category not in _NOT_SCOPES:
-            scopes[node.id] = (_text(name), category)
+            scopes[node.id] = (_text(name), category, node.start_byte, node.end_byte)
     return defs, refs, scopes
 
 
-def _definition(source: bytes, name: Node, node: Node, receiver: Node | None, category: str, scopes) -> Tag:
-    outer = _enclosing(node, scopes)
+def _definition(source: bytes, name: Node, node: Node, receiver: Node | None, category: str, enclosing) -> Tag:
+    outer = list(enclosing[node.id])
     if receiver is not None:
         outer.append((_text(receiver), "class"))
     # Stock queries often tag methods as functions (Python, C++ in-class bodies).
@@ -106,17 +108,23 @@ def _definition(source: bytes, name: Node, node: Node, receiver: Node | None, ca
     )
 
 
-def _enclosing(node: Node, scopes) -> list[tuple[str, str]]:
-    """(name, category) of the scopes around `node`, outermost first."""
-    found = []
-    parent = node.parent
-    while parent is not None:
-        scope = scopes.get(parent.id)
-        if scope is not None:
-            found.append(scope)
-        parent = parent.parent
-    found.reverse()
-    return found
+def _enclosing_all(nodes: list[Node], scopes) -> dict[int, list[tuple[str, str]]]:
+    """(name, category) of the scopes around each node, outermost first, in one sweep over
+    the nested byte ranges. Walking `Node.parent` instead costs O(depth) per step, which
+    made deeply nested files (minified or generated code) take minutes."""
+    events = [(start, -end, 1, node_id, (name, category)) for node_id, (name, category, start, end) in scopes.items()]
+    events += [(node.start_byte, -node.end_byte, 0, node.id, None) for node in nodes]  # a def before its own scope
+    events.sort(key=lambda e: e[:3])
+    stack: list[tuple[int, tuple[str, str]]] = []  # (end byte, scope) of the scopes open here
+    result: dict[int, list[tuple[str, str]]] = {}
+    for start, negative_end, is_scope, node_id, scope in events:
+        while stack and stack[-1][0] <= start:
+            stack.pop()
+        if is_scope:
+            stack.append((-negative_end, scope))
+        else:
+            result[node_id] = [s for end, s in stack if end >= -negative_end]
+    return result
 
 
 def _end_line(node: Node) -> int:
@@ -126,9 +134,13 @@ def _end_line(node: Node) -> int:
 
 
 def _first_line(source: bytes, offset: int) -> str:
+    """The definition's line, or on a long line (minified code) the text from the
+    definition on: decoding is bounded either way."""
     start = source.rfind(b"\n", 0, offset) + 1
-    end = source.find(b"\n", offset)
-    line = source[start : end if end >= 0 else len(source)]
+    if offset - start > _SIGNATURE_MAX:
+        start = offset
+    end = source.find(b"\n", offset, offset + _SIGNATURE_MAX * 4)
+    line = source[start : end if end >= 0 else offset + _SIGNATURE_MAX * 4]
     return line.decode("utf-8", "replace").strip()[:_SIGNATURE_MAX]
 
 

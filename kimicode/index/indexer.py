@@ -11,6 +11,7 @@ import hashlib
 import multiprocessing
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,6 +28,7 @@ MAX_FILE_BYTES = 1_000_000
 # Below this many files, starting worker processes costs more than it saves.
 PARALLEL_MIN_FILES = 20
 CACHE_EXCLUDE_LINE = ".kimicode/cache/"
+MAX_FILES = 50_000
 
 Progress = Callable[[int, int], None]
 # (absolute path, workspace-relative path, digest stored for it or "")
@@ -54,6 +56,10 @@ class _Seen:
     size: int
 
 
+class IndexTooLarge(Exception):
+    """The workspace has more files than the index takes on (e.g. a home folder)."""
+
+
 class RepoIndex:
     def __init__(self, workspace: Workspace, cache_dir: Path | None = None):
         self.workspace = workspace
@@ -64,17 +70,27 @@ class RepoIndex:
             _exclude_from_git(workspace.root, CACHE_EXCLUDE_LINE)
         self.store = IndexStore(self.cache_dir / "index.sqlite")
         self._totals: dict | None = None
+        # One update at a time: a cancelled asyncio.to_thread(update) keeps running, and a
+        # second update sharing the connection would interleave with it.
+        self._lock = threading.Lock()
+        self.generation = 0  # goes up whenever an update changed what the index holds
 
     def close(self) -> None:
         self.store.close()
 
     def update(self, *, progress: Progress | None = None) -> IndexStats:
+        with self._lock:
+            return self._update(progress)
+
+    def _update(self, progress: Progress | None) -> IndexStats:
         started = time.perf_counter()
         stored = self.store.files()
         jobs: list[tuple[_Job, _Seen]] = []
         present: set[str] = set()
         with self.store.transaction():
-            for seen in self._scan():
+            for count, seen in enumerate(self._scan()):
+                if count >= MAX_FILES:
+                    raise IndexTooLarge(f"more than {MAX_FILES} files: too large to index here; use grep")
                 present.add(seen.rel)
                 old = stored.get(seen.rel)
                 if old is not None and old[:2] == (seen.mtime_ns, seen.size):
@@ -87,6 +103,8 @@ class RepoIndex:
             parsed = self._apply(jobs, progress)
             removed = [path for path in stored if path not in present]
             self.store.remove_files(removed)
+        if parsed or removed or len(present) != len(stored):
+            self.generation += 1
         if self._totals is None or jobs or removed or len(present) != len(stored):
             self._totals = self.store.stats()  # counting 200k tags costs ~30 ms: only after changes
         totals = self._totals
@@ -140,12 +158,14 @@ class RepoIndex:
             rel_dir = folder[len(root_str) + 1 :].replace(os.sep, "/")
             for name in files:
                 path = os.path.join(folder, name)  # strings: Path objects per file cost too much here
+                rel = f"{rel_dir}/{name}" if rel_dir else name
                 try:
-                    info = os.stat(path)
-                except OSError:
+                    info = os.lstat(path)  # symlinks are skipped: one may lead out of the workspace
+                    rel.encode("utf-8")  # the store keeps UTF-8 names; others are rare: skip them
+                except (OSError, UnicodeEncodeError):
                     continue
                 if stat.S_ISREG(info.st_mode):
-                    yield _Seen(path, f"{rel_dir}/{name}" if rel_dir else name, info.st_mtime_ns, info.st_size)
+                    yield _Seen(path, rel, info.st_mtime_ns, info.st_size)
 
 
 def _run_jobs(jobs: list[_Job]) -> Iterator[list[_Result]]:

@@ -20,6 +20,7 @@ ITERATIONS = 40
 TOLERANCE = 1e-6  # L1 change of the rank vector; the ordering is stable long before 1e-10
 FOCUS_WEIGHT = 10.0  # how much more a focused name or file counts
 COMMON_NAME_FILES = 5  # a name defined in more files than this says little about any of them
+MAX_DEFINING_FILES = 50  # ... and past this, nothing worth the edges it would cost
 
 
 def rank_definitions(
@@ -42,6 +43,8 @@ def rank_definitions(
     edges: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)  # source -> (target, name) -> weight
     for source, counts in references.items():
         for name, count in counts.items():
+            if len(defined_in[name]) > MAX_DEFINING_FILES:
+                continue  # `__init__`, `main`: an edge to each of hundreds of files says nothing
             weight = weigh(name) * math.sqrt(count) / len(defined_in[name])
             for target in defined_in[name]:
                 edges[source][(target, name)] += weight

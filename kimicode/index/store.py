@@ -61,7 +61,8 @@ class IndexStore:
         # Autocommit mode: transactions are explicit (see `transaction`) so that a whole
         # update lands at once. check_same_thread=False lets the agent update the index
         # in a worker thread and query it from elsewhere; calls must not overlap.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # timeout: another kimicode process may be writing the same cache; wait for it.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

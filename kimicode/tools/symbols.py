@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from kimicode.tools.base import Params, Tool, ToolContext, ToolError, ToolResult
+from kimicode.workspace import PathError
 
 MAX_DEFINITIONS = 50
 MAX_REFERENCES = 200
@@ -129,6 +130,6 @@ def _source_line(ctx: ToolContext, path: str, line: int) -> str:
             for number, text in enumerate(f, 1):
                 if number == line:
                     return text.strip()[:200]
-    except OSError:
+    except (OSError, PathError):
         pass
     return ""

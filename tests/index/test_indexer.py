@@ -237,3 +237,32 @@ def test_many_files_are_parsed_in_worker_processes(tmp_path):
     assert calls[-1] == (count, count)
     assert _def_paths(index, "func_7") == ["pkg/mod7.py"]
     assert [path for path, _ in index.store.references("func_0")] == [f"pkg/mod{count - 1}.py"]
+
+
+def test_odd_names_and_symlinks_out_of_the_workspace_are_skipped(tmp_path):
+    import os
+
+    from kimicode.index.indexer import RepoIndex
+    from kimicode.workspace import Workspace
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "ok.py").write_text("def fine():\n    pass\n")
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.py"), "wb") as f:  # not UTF-8
+        f.write(b"def latin():\n    pass\n")
+    outside = tmp_path / "secret.py"
+    outside.write_text("SECRET_TOKEN = 'hunter2'\n")
+    (root / "link.py").symlink_to(outside)
+    index = RepoIndex(Workspace(root))
+    stats = index.update()
+    assert stats.files == 1
+    assert index.store.definitions("SECRET_TOKEN") == [] and index.store.definitions("fine")
+
+
+def test_deeply_nested_definitions_keep_their_scope_chain():
+    from kimicode.index.extract import extract
+
+    depth = 400
+    source = "".join(f"function f{i}(){{\n" for i in range(depth)) + "}\n" * depth
+    tags = {t.name: t for t in extract("deep.js", source.encode()).tags if t.kind == "def"}
+    assert len(tags) == depth and tags[f"f{depth - 1}"].scope.count(".") == depth - 2

@@ -103,3 +103,24 @@ def test_the_agent_prompt_carries_the_map_and_refreshes_it_when_files_change(fak
     subprocess.run([sys.executable, "-m", "kimicode", "--continue", "--task", "again"], cwd=repo, env=env,
                    check=True, capture_output=True, timeout=120)
     assert "class Scheduler:" in fake_openai.requests[-1]["messages"][0]["content"]
+
+
+async def test_the_prompt_map_follows_updates_made_by_tools(ctx, repo):
+    from kimicode.agent.setup import RepoMapSection
+
+    section = RepoMapSection(ctx.index, 2_000)
+    assert "gamma_new_function" not in section.text()
+    (repo / "c.py").write_text("def gamma_new_function():\n    return Engine()\n")
+    await FindSymbol()({"name": "gamma_new_function"}, ctx)  # the tool brings the index up to date first
+    assert "gamma_new_function" in section.text()
+
+
+def test_an_unusable_cache_folder_does_not_stop_the_agent(fake_openai, repo):
+    (repo / ".kimicode").mkdir()
+    (repo / ".kimicode" / "cache").write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIMICODE_")}
+    env |= {"KIMICODE_PROVIDER": "custom", "KIMICODE_BASE_URL": fake_openai.base_url, "KIMICODE_MODEL": "k2"}
+    fake_openai.script(Reply(text="still fine"))
+    run = subprocess.run([sys.executable, "-m", "kimicode", "--task", "hi"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == "still fine\n" and "no repository index" in run.stderr
