@@ -172,8 +172,7 @@ def index(
     path: Annotated[Optional[Path], typer.Argument(help="Repository folder (default: the current one).")] = None,
 ) -> None:
     """Build or update the symbol index (cached in .kimicode/cache/) and print what it holds."""
-    repo_index = _open_index(path)
-    stats = repo_index.update()
+    _, stats = _updated_index(path)
     languages = ", ".join(f"{name} {count}" for name, count in sorted(stats.languages.items()) if name) or "none"
     print(f"{stats.files} files ({stats.parsed} parsed, {stats.removed} removed) in {stats.seconds:.2f} s")
     print(f"{stats.defs} definitions, {stats.refs} references; languages: {languages}")
@@ -188,8 +187,7 @@ def repo_map(
     """Print the ranked repo map: the most used definitions, grouped by file."""
     from kimicode.index.repomap import render_map
 
-    repo_index = _open_index(path)
-    repo_index.update()
+    repo_index, _ = _updated_index(path)
     files = repo_index.store.file_tags()
     known = {f.path for f in files}
     focus_files = {item for item in focus or () if item in known}
@@ -209,7 +207,7 @@ def symbols(
     from kimicode.tools.symbols import FindSymbol
     from kimicode.workspace import Workspace
 
-    repo_index = _open_index(path)
+    repo_index, _ = _updated_index(path)
     ctx = ToolContext(Workspace(repo_index.workspace.root), index=repo_index)
     result = asyncio.run(FindSymbol()({"name": name, "fuzzy": fuzzy}, ctx))
     print(result.output)
@@ -217,14 +215,21 @@ def symbols(
         raise typer.Exit(1)
 
 
-def _open_index(path: Path | None):  # -> RepoIndex
-    from kimicode.index.indexer import RepoIndex
+def _updated_index(path: Path | None):  # -> (RepoIndex, IndexStats)
+    """The index of `path`, brought up to date; a clear message instead of a traceback."""
+    import sqlite3
+
+    from kimicode.index.indexer import IndexTooLarge, RepoIndex
     from kimicode.workspace import Workspace
 
     root = (path or Path.cwd()).resolve()
     if not root.is_dir():
         _fail(f"{root} is not a directory")
-    return RepoIndex(Workspace(root))
+    try:
+        index = RepoIndex(Workspace(root))
+        return index, index.update()
+    except (IndexTooLarge, OSError, sqlite3.Error) as exc:
+        _fail(f"cannot index {root}: {exc}")
 
 
 def _load_session(session: str, workspace: Path):  # -> SessionState

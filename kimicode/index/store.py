@@ -6,6 +6,7 @@ version it is deleted and rebuilt, never reported to the caller as an error.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,11 +34,20 @@ class IndexStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._bulk = False  # inside a bulk-load transaction (see `transaction`)
-        try:
-            self._conn = self._open()
-        except sqlite3.DatabaseError:
-            self._delete_files()
-            self._conn = self._open()
+        # Opening may create or rebuild the database: one process at a time, so two kimicode
+        # runs starting together neither race on the schema nor delete each other's files.
+        with open(f"{self.path}.lock", "a") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                self._conn = self._open()
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise  # in use by another process, not damaged: never delete it
+                self._delete_files()
+                self._conn = self._open()
+            except sqlite3.DatabaseError:  # corrupt: rebuild
+                self._delete_files()
+                self._conn = self._open()
 
     # -- opening -------------------------------------------------------------
 
