@@ -77,7 +77,7 @@ class Workspace:
         if not include_ignored:
             local = _load_ignore(directory / ".gitignore")
             if local is not None:
-                rules = [*rules, (rel_dir, local)]
+                rules = [*rules, (f"{rel_dir}/" if rel_dir else "", "", local)]
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError:
@@ -95,20 +95,42 @@ class Workspace:
             yield from self._walk_dir(directory / name, f"{rel_dir}/{name}" if rel_dir else name, rules, include_ignored)
 
     def _ignore_rules_above(self, start: Path) -> list[_Rule]:
+        """The ignore files that apply above `start`: from the git repository's top (which
+        may be above the workspace, in a monorepo) down, and its info/exclude."""
         rules: list[_Rule] = []
-        exclude = _load_ignore(self.root / ".git" / "info" / "exclude")
-        if exclude is not None:
-            rules.append(("", exclude))
+        top = _repository_top(self.root)
+        if top is not None:
+            exclude = _load_ignore(top / ".git" / "info" / "exclude")
+            above = self.root.relative_to(top).as_posix()
+            prefix = "" if above == "." else f"{above}/"
+            if exclude is not None:
+                rules.append(("", prefix, exclude))
+            directory = top
+            for part in self.root.relative_to(top).parts:  # .gitignore files above the workspace
+                spec = _load_ignore(directory / ".gitignore")
+                if spec is not None:
+                    inner = self.root.relative_to(directory).as_posix()
+                    rules.append(("", f"{inner}/", spec))
+                directory = directory / part
         directory, rel = self.root, ""
         for part in start.relative_to(self.root).parts:
             spec = _load_ignore(directory / ".gitignore")
             if spec is not None:
-                rules.append((rel, spec))
+                rules.append((f"{rel}/" if rel else "", "", spec))
             directory, rel = directory / part, f"{rel}/{part}" if rel else part
         return rules
 
 
-_Rule = tuple[str, pathspec.PathSpec]  # (folder relative to the root, "" for the root; its patterns)
+# (prefix to strip from a workspace-relative path, prefix to add, patterns): the path as the
+# ignore file's own folder sees it.
+_Rule = tuple[str, str, pathspec.PathSpec]
+
+
+def _repository_top(root: Path) -> Path | None:
+    for folder in (root, *root.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
 
 
 def _load_ignore(path: Path) -> pathspec.PathSpec | None:
@@ -123,8 +145,8 @@ def _ignored(rel: str, is_dir: bool, rules: list[_Rule]) -> bool:
     # The last matching rule wins across nested .gitignore files, as in git.
     verdict = False
     suffix = "/" if is_dir else ""
-    for base, spec in rules:
-        result = spec.check_file((rel[len(base) + 1 :] if base else rel) + suffix)
+    for strip, add, spec in rules:
+        result = spec.check_file(add + rel[len(strip) :] + suffix)
         if result.include is not None:
             verdict = result.include
     return verdict

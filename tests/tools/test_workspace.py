@@ -118,3 +118,21 @@ async def test_write_into_git_is_refused(ws, root):
     result = await WriteFile()({"path": ".git/hooks/post-checkout", "content": "#!/bin/sh\nrm -rf ~\n"}, ctx)
     assert result.is_error and ".git" in result.output
     assert not (root / ".git" / "hooks").exists()
+
+
+def test_a_workspace_inside_a_repository_honours_the_ignore_files_above_it(tmp_path):
+    top = tmp_path / "mono"
+    (top / ".git" / "info").mkdir(parents=True)
+    (top / ".git" / "info" / "exclude").write_text("*.secret\n")
+    (top / ".gitignore").write_text("node_modules/\nfrontend/dist/\n")
+    front = top / "frontend"
+    for rel in ("src/app.js", "node_modules/lib/index.js", "dist/bundle.js", "keys.secret", "sub/.gitignore"):
+        (front / rel).parent.mkdir(parents=True, exist_ok=True)
+        (front / rel).write_text("x")
+    (front / "sub" / ".gitignore").write_text("*.tmp\n")
+    (front / "sub" / "a.tmp").write_text("x")
+    (front / "sub" / "b.js").write_text("x")
+    ws = Workspace(front)
+    files = sorted(ws.relative(p) for p in ws.iter_files())
+    assert files == ["src/app.js", "sub/.gitignore", "sub/b.js"]
+    assert sorted(ws.relative(p) for p in ws.iter_files(front / "sub")) == ["sub/.gitignore", "sub/b.js"]
