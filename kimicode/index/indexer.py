@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,10 +180,23 @@ def _run_jobs(jobs: list[_Job]) -> Iterator[list[_Result]]:
     chunk = max(1, min(64, len(jobs) // (workers * 4)))
     # forkserver, not fork: the agent runs threads, and forking a threaded process can deadlock.
     context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_parse_chunk, jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupts)
+    futures = {pool.submit(_parse_chunk, jobs[i : i + chunk]): i for i in range(0, len(jobs), chunk)}
+    try:
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except BrokenProcessPool:  # a worker died (out of memory, a grammar crash): finish here
+                start = futures[future]
+                yield _parse_chunk(jobs[start : start + chunk])
+    finally:
+        # Ctrl-C or a failure: drop queued work instead of waiting for all of it.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what happens.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _parse_chunk(jobs: list[_Job]) -> list[_Result]:

@@ -53,7 +53,9 @@ class FindSymbol(Tool[FindSymbolParams]):
             wanted = params.name.lower()
             matches = [n for n in store.symbol_names() if wanted in n.lower()]
             names = sorted(matches, key=lambda n: (not n.lower().startswith(wanted), len(n), n))[:MAX_FUZZY_NAMES]
-        found = [hit for n in names for hit in store.definitions(n, limit=MAX_DEFINITIONS)][:MAX_DEFINITIONS]
+        found = [hit for n in names for hit in store.definitions(n, limit=MAX_DEFINITIONS + 1)]
+        more = len(found) > MAX_DEFINITIONS
+        found = found[:MAX_DEFINITIONS]
         if not found:
             hint = "" if params.fuzzy else "; try fuzzy=true or grep"
             return ToolResult(f"no definition of {params.name!r} found{hint}")
@@ -61,6 +63,8 @@ class FindSymbol(Tool[FindSymbolParams]):
         for path, tag in found:
             scope = f"  (in {tag.scope})" if tag.scope else ""
             lines.append(f"{path}:{tag.line}: {tag.signature or f'{tag.category} {tag.name}'}{scope}")
+        if more:
+            lines.append(f"[more than {MAX_DEFINITIONS} definitions; narrow it down with grep or a path]")
         return ToolResult("\n".join(lines))
 
 
