@@ -153,10 +153,10 @@ def undo(
     workspace = (cwd or Path.cwd()).resolve()
     try:
         if list_:
-            store = CheckpointStore.for_workspace(workspace)
-            if not store.list():
+            checkpoints = CheckpointStore.for_workspace(workspace).list()
+            if not checkpoints:
                 print("no checkpoints yet: kimicode takes them when it runs a task here")
-            for position, cp in enumerate(store.list(), 1):
+            for position, cp in enumerate(checkpoints, 1):
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cp.created))
                 print(f"{position:>3}  {cp.id[:10]}  {when}  {cp.label}")
             return
