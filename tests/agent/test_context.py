@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from kimicode.agent.context import estimate_tokens, plan_compaction
+from kimicode.agent.context import plan_compaction
 from kimicode.agent.loop import Agent, Limits
 from kimicode.agent.session import SessionLog, load_session
 from kimicode.approval import ApprovalPolicy
@@ -16,7 +16,7 @@ from kimicode.tools.base import ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
 from kimicode.workspace import Workspace
-from tests.agent.test_loop import assert_history_valid, run, tool_messages
+from tests.agent.test_loop import assert_history_valid, run
 from tests.fakes.openai_server import Fault, Reply, ToolCall
 
 
@@ -147,7 +147,6 @@ async def test_token_budget_counts_every_call(fake_openai, tmp_path):
 
 
 async def test_identical_failing_calls_are_warned_then_stopped(fake_openai, tmp_path):
-    missing = ToolCall("read_file", {"path": "nope.py"})
     fake_openai.responder = lambda body: Reply(tool_calls=[ToolCall("read_file", {"path": "nope.py"}, id=None)])
     agent = make_agent(fake_openai, tmp_path, window=1_000_000)
     events = await run(agent)
@@ -155,7 +154,6 @@ async def test_identical_failing_calls_are_warned_then_stopped(fake_openai, tmp_
     results = [m["content"] for m in agent.messages if m["role"] == "tool"]
     assert "failed 3 times" in results[2] and "failed 3 times" not in results[1]
     assert_history_valid(agent.messages)
-    del missing
 
 
 async def test_repetitive_work_that_succeeds_or_varies_is_not_stopped(fake_openai, tmp_path):

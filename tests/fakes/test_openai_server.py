@@ -7,7 +7,6 @@ import time
 import openai
 import pytest
 
-from tests.fakes.fixtures import fake_openai  # noqa: F401  (a fixture; tests/conftest.py may not import it yet)
 from tests.fakes.openai_server import NO_SCRIPT_LEFT, Fault, Reply, ToolCall
 
 MODEL = "kimi-k2-0905-preview"
