@@ -14,7 +14,7 @@ import typer
 app = typer.Typer(
     add_completion=False,
     help="kimicode: a coding agent for the Kimi K2 models.\n\n"
-    "Run `kimicode --task \"…\"` for a headless run (CI); the interactive TUI comes with `kimicode`.",
+    "Run `kimicode` in a repository for the interactive app, or `kimicode --task \"…\"` for a headless run (CI).",
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -90,8 +90,9 @@ def main_command(
     workspace = (cwd or Path.cwd()).resolve()
     if not workspace.is_dir():
         _fail(f"--cwd {workspace} is not a directory")
+    session = "latest" if continue_ else resume
     if task is None:
-        _fail("the interactive TUI is not available yet; run a task with --task \"…\" (see --help)")
+        raise typer.Exit(_run_tui(workspace, flags, session, verbose))
     # Bytes in, replacement characters for anything that is not UTF-8: a stray byte in
     # a task must not crash the run (argv arrives with such bytes as lone surrogates).
     if task == "-":
@@ -100,7 +101,6 @@ def main_command(
     if not task.strip():
         _fail("the task is empty")
     _setup_logging(verbose)
-    session = "latest" if continue_ else resume
     raise typer.Exit(_run_headless(task, output_format.value, workspace, flags, session))
 
 
@@ -284,6 +284,24 @@ def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[st
             await agent.backend.aclose()
 
     return asyncio.run(main())
+
+
+def _run_tui(workspace: Path, flags: dict[str, object], session: str | None, verbose: bool) -> int:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        _fail("the interactive app needs a terminal; for scripts and CI use --task \"…\" (see --help)")
+    import logging
+
+    from kimicode.config import data_dir
+    from kimicode.tui.app import KimicodeApp
+
+    # The screen belongs to the app: logs go to a file.
+    log_file = data_dir() / "kimicode.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, filename=log_file,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = KimicodeApp(workspace, {k: v for k, v in flags.items() if v is not None}, session)
+    code = app.run()
+    return code if isinstance(code, int) else (app.return_code or 0)
 
 
 def _setup_logging(verbose: bool) -> None:

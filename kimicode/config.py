@@ -34,6 +34,10 @@ class ConfigError(Exception):
     """Bad configuration; the message is meant for the user as it is."""
 
 
+class MissingCredentials(ConfigError):
+    """No API key for the chosen provider: the TUI offers its first-run setup."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +77,7 @@ class Settings(_Strict):
     base_url: str | None = Field(None, description="Overrides the provider's endpoint.")
     api_key: str | None = Field(None, description="API key; prefer the provider's environment variable.")
     model: str | None = Field(None, description="Model id; defaults to the provider's model.")
+    model_path: str | None = Field(None, description="Local K2-family checkpoint folder (provider 'local').")
     approval_mode: ApprovalMode | None = Field(None, description="ask (interactive default) | auto-edit | auto (headless default) | yolo | plan.")
     max_steps: int = Field(100, ge=1, description="Most model calls in one task.")
     max_cost: float | None = Field(None, gt=0, description="Stop once the task has cost this many USD.")
@@ -205,9 +210,14 @@ def _lookup(data: dict[str, Any], dotted: str) -> Any:
 
 def resolve_endpoint(settings: Settings, env: dict[str, str] | None = None) -> Endpoint:
     env = os.environ if env is None else env
+    if settings.provider == "local":
+        raise ConfigError(
+            "the in-process engine (provider 'local') is not part of this build yet; use an API provider, "
+            "or serve the checkpoint with vLLM or SGLang and pass its URL with --base-url"
+        )
     provider = settings.providers.get(settings.provider)
     if provider is None and settings.provider != "custom":
-        known = ", ".join(sorted([*settings.providers, "custom"]))
+        known = ", ".join(sorted([*settings.providers, "custom", "local"]))
         raise ConfigError(f"unknown provider {settings.provider!r}; choose one of: {known}")
     base_url = settings.base_url or (provider.base_url if provider else None)
     if not base_url:
@@ -221,7 +231,7 @@ def resolve_endpoint(settings: Settings, env: dict[str, str] | None = None) -> E
     key = settings.api_key or (env.get(provider.api_key_env or "") if own_endpoint and provider else None)
     if not key:
         if own_endpoint and provider is not None and provider.api_key_env:
-            raise ConfigError(
+            raise MissingCredentials(
                 f"no API key for {settings.provider}: set {provider.api_key_env} or KIMICODE_API_KEY"
             )
         key = "none"  # self-hosted servers (vLLM, SGLang) often need no key

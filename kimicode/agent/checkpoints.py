@@ -180,6 +180,13 @@ class CheckpointStore:
         out = self._git("diff-tree", "-r", "-z", "--no-renames", "--name-only", target, self._write_tree())
         return sorted(self._relative(path) for path in _nul_split(out))
 
+    def diff(self, checkpoint: Checkpoint) -> str:
+        """A unified diff from `checkpoint` to the work tree (binary files summarised)."""
+        with self._locked():
+            current = self._write_tree()
+        target = self._tree_of(checkpoint)
+        return self._git("diff", "--no-color", "--no-renames", target, current).decode("utf-8", "replace")
+
     # -- snapshots ----------------------------------------------------------------
 
     def _write_tree(self) -> str:

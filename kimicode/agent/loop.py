@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 LOOP_WARN_AT = 3  # identical failing calls before the model is told to change course
 LOOP_STOP_AT = 5  # ... and before the turn is stopped
 MAX_VERIFY_ROUNDS = 4  # failing test runs fed back per turn before the turn ends as tests_failed
+TURN_LABEL = "before: "  # label prefix of the checkpoint taken at the start of each turn
 RECOMPACT_GROWTH = 0.25  # of the window: how much the history must grow before compacting again
 
 
@@ -141,6 +142,8 @@ class Agent:
         self._compacted_to = 0  # history size right after the last compaction
         self.instructions = ProjectInstructions(ctx.workspace)
         self.plan: tuple[PlanItem, ...] = ()
+        # (checkpoint id, history then) of this process's turns, oldest first: in-session undo.
+        self.turn_checkpoints: list[tuple[str, list[dict[str, Any]]]] = []
         self._request: dict[str, Any] | None = None  # the user's message that started this turn
         self._turn_task: asyncio.Task[None] | None = None
         self._warned_no_usage = False
@@ -208,7 +211,7 @@ class Agent:
             emit(TurnStarted(prompt))
             if callable(self._system_prompt):
                 self._set_system_prompt(await asyncio.to_thread(self._system_prompt))
-            await self._checkpoint(f"before: {' '.join(prompt.split())[:60]}")
+            await self._checkpoint(f"{TURN_LABEL}{' '.join(prompt.split())[:60]}")
             self._request = {"role": "user", "content": prompt}
             self._append(self._request)
             async with asyncio.timeout(self.limits.timeout):
@@ -507,6 +510,8 @@ class Agent:
             return
         if self.session:
             self.session.append("checkpoint", id=checkpoint.id, label=label, turn=turn)
+        if label.startswith(TURN_LABEL):
+            self.turn_checkpoints.append((checkpoint.id, list(self.messages)))
         self._emit(CheckpointCreated(checkpoint.id, label))
 
     def _note_shell_effects(self, tool_name: str, arguments: dict[str, Any], result: ToolResult) -> None:
@@ -553,6 +558,15 @@ class Agent:
         return None
 
     # -- history --------------------------------------------------------------
+
+    def rewind(self, history: list[dict[str, Any]]) -> None:
+        """Replace the conversation by an earlier state of it (undo); the system prompt stays current."""
+        system = self.messages[0]
+        self.messages = [system, *history[1:]] if history else [system]
+        self.meter.reset()
+        self.instructions.forget()
+        self._compacted_to = 0
+        self._request = None
 
     def _append(self, message: dict[str, Any]) -> None:
         self.messages.append(message)

@@ -17,7 +17,8 @@ from kimicode.agent.session import SessionError, SessionLog, SessionState
 from kimicode.approval import ApprovalPolicy, RuleStore
 from kimicode.index.indexer import RepoIndex
 from kimicode.index.repomap import default_budget, render_map
-from kimicode.config import ApprovalMode, Settings, project_grants_path, resolve_endpoint
+from kimicode.backends.base import Backend
+from kimicode.config import ApprovalMode, Endpoint, Settings, project_grants_path, resolve_endpoint
 from kimicode.tools.base import ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
@@ -31,19 +32,10 @@ def create_agent(
     settings: Settings, workspace_root: Path, *, default_mode: ApprovalMode, resume: SessionState | None = None
 ) -> Agent:
     """An agent for `workspace_root`, continuing the session `resume` if given."""
-    from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy  # loads openai
-
     endpoint = resolve_endpoint(settings)
     mode = settings.approval_mode or default_mode
     workspace = Workspace(workspace_root)
-    backend = OpenAICompatBackend(
-        base_url=endpoint.base_url,
-        api_key=endpoint.api_key,
-        info=endpoint.model,
-        retry=RetryPolicy(**settings.retry.model_dump()),
-        request_timeout=settings.request_timeout,
-        headers=endpoint.headers,
-    )
+    backend = create_backend(settings, endpoint)
     policy = ApprovalPolicy(
         mode,
         workspace.root,
@@ -77,6 +69,21 @@ def create_agent(
         resume,
         _verifier(settings, workspace.root),
         _checkpoints(settings, workspace.root),
+    )
+
+
+def create_backend(settings: Settings, endpoint: Endpoint | None = None) -> Backend:
+    """The backend the settings choose (raises ConfigError when they choose none that works)."""
+    from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy  # loads openai
+
+    endpoint = endpoint or resolve_endpoint(settings)
+    return OpenAICompatBackend(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        info=endpoint.model,
+        retry=RetryPolicy(**settings.retry.model_dump()),
+        request_timeout=settings.request_timeout,
+        headers=endpoint.headers,
     )
 
 

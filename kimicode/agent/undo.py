@@ -5,10 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from kimicode.agent.checkpoints import Checkpoint, CheckpointError, CheckpointStore
+from kimicode.agent.loop import TURN_LABEL
 from kimicode.agent.session import SessionLog, list_sessions
 
-TURN_LABEL = "before: "  # checkpoints taken at the start of a turn
+if TYPE_CHECKING:
+    from kimicode.agent.loop import Agent
+
 UNDO_LABEL = "before undo to "  # what CheckpointStore.restore names the state it replaces
 
 
@@ -52,3 +57,24 @@ def undo(workspace: Path, ref: str | None = None) -> UndoResult:
     log.append("rewind", checkpoint=checkpoint.id)
     log.close()
     return UndoResult(checkpoint, saved, session.id, len(session.checkpoints[checkpoint.id]))
+
+
+def undo_last_turn(agent: Agent) -> UndoResult:
+    """In-process undo for an interactive session: put the files back to before this
+    process's latest turn not yet undone and rewind the agent's history to match.
+
+    The session log records it like `kimicode undo` does, so a resume sees the same history."""
+    if agent.busy:
+        raise CheckpointError("a turn is running; interrupt it first")
+    if agent.checkpoints is None:
+        raise CheckpointError("checkpoints are off (checkpoints = false), so there is nothing to undo")
+    if not agent.turn_checkpoints:
+        raise CheckpointError("nothing to undo in this session yet")
+    checkpoint_id, history = agent.turn_checkpoints.pop()
+    checkpoint = agent.checkpoints.get(checkpoint_id)
+    saved = agent.checkpoints.restore(checkpoint, turn=len(agent.messages))
+    if agent.session:
+        agent.session.append("checkpoint", id=saved.id, label=saved.label, turn=len(agent.messages))
+        agent.session.append("rewind", checkpoint=checkpoint.id)
+    agent.rewind(history)
+    return UndoResult(checkpoint, saved, agent.session.id if agent.session else None, len(history))

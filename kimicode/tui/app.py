@@ -1,0 +1,472 @@
+"""The interactive `kimicode`: a Textual app that renders the agent core's events.
+
+No agent logic lives here: the app starts an Agent (kimicode.agent.setup), feeds it
+prompts, draws the events of `Agent.run()` and answers approvals through their futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.worker import Worker
+
+from kimicode.approval import MODES
+from kimicode.events import (
+    Approval,
+    ApprovalRequested,
+    CheckpointCreated,
+    Compacted,
+    Decision,
+    ErrorEvent,
+    PlanUpdated,
+    ReasoningDelta,
+    Retrying,
+    TextDelta,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolOutput,
+    TurnFinished,
+    UsageUpdated,
+)
+from kimicode.tui.history import PromptHistory
+from kimicode.tui.widgets.chat import AssistantMessage, ChatLog, Notice, ThinkingBlock, UserMessage
+from kimicode.tui.widgets.plan import PlanPanel
+from kimicode.tui.widgets.prompt import PromptInput
+from kimicode.tui.widgets.status import StatusBar
+from kimicode.tui.widgets.tool_call import ToolCallRow
+
+if TYPE_CHECKING:
+    from kimicode.agent.loop import Agent
+    from kimicode.config import Settings
+
+STYLES = Path(__file__).parent / "styles"
+MODE_CYCLE = ("ask", "auto-edit", "auto", "yolo", "plan")
+QUIT_CONFIRM_S = 2.0  # a second Ctrl+C within this many seconds quits
+PLAN_PANEL_MIN_WIDTH = 100  # columns: below this the plan panel opens only on request
+
+
+class KimicodeApp(App[int]):
+    TITLE = "kimicode"
+    CSS_PATH = [STYLES / "app.tcss", STYLES / "prompt.tcss", STYLES / "setup.tcss"]
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("ctrl+c", "interrupt_or_quit", "Interrupt / quit", priority=True, show=False),
+        Binding("escape", "interrupt", "Interrupt", show=False),
+        Binding("shift+tab", "cycle_mode", "Mode", priority=True, show=False),
+        Binding("ctrl+t", "toggle_plan", "Plan", show=False),
+        Binding("ctrl+d", "quit_if_empty", "Quit", show=False),
+        Binding("pageup", "scroll_chat(-1)", show=False),
+        Binding("pagedown", "scroll_chat(1)", show=False),
+    ]
+
+    def __init__(
+        self,
+        workspace: Path,
+        flags: dict[str, Any] | None = None,
+        resume: str | None = None,
+        history: PromptHistory | None = None,
+    ) -> None:
+        super().__init__()
+        self.workspace = workspace
+        self.flags = flags or {}
+        self.resume_ref = resume  # "latest", a session id, or None
+        self.history = history or PromptHistory()
+        self.agent: Agent | None = None
+        self.settings: Settings | None = None
+        self.pending: list[str] = []  # prompts sent while a turn runs (or before the agent is ready)
+        self.session_start: str | None = None  # first checkpoint of this session: /diff compares to it
+        self._turn: Worker[None] | None = None
+        self._approval: asyncio.Future[Approval] | None = None
+        self._quit_armed_at = 0.0
+        self._plan_opened = False
+
+    # -- layout -----------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield ChatLog(id="chat")
+            yield PlanPanel(id="plan")
+        yield PromptInput(self.history, self.workspace, id="prompt")
+        yield StatusBar(id="status")
+
+    @property
+    def chat(self) -> ChatLog:
+        return self.query_one(ChatLog)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    @property
+    def prompt_input(self) -> PromptInput:
+        return self.query_one(PromptInput)
+
+    def on_mount(self) -> None:
+        self.query_one(PlanPanel).display = False
+        self.status.set(mode=self.flags.get("approval_mode") or "ask")
+        self.prompt_input.focus()
+        self.connect()
+
+    async def on_unmount(self) -> None:
+        await self.close_agent()  # also when the app ends some other way than action_quit
+
+    # -- connecting ---------------------------------------------------------------
+
+    @work(group="connect")
+    async def connect(self) -> None:
+        """Load settings and start the agent off the UI thread, after the first paint; offer
+        the setup screen when no API key is configured."""
+        from kimicode.agent.session import SessionError
+        from kimicode.config import ConfigError, MissingCredentials
+
+        try:
+            settings = await asyncio.to_thread(self._load_settings)
+        except MissingCredentials as missing:
+            settings = await self._first_run(str(missing))
+            if settings is None:
+                return
+        except (ConfigError, SessionError, OSError) as exc:
+            self.show_error(f"cannot start: {exc}")
+            return
+        await self.start_agent(settings, self.resume_ref)
+
+    def _load_settings(self) -> Settings:
+        from kimicode.config import load_settings, resolve_endpoint
+
+        settings = load_settings(self.workspace, self.flags)
+        resolve_endpoint(settings)  # raises MissingCredentials before anything starts
+        return settings
+
+    async def _first_run(self, reason: str) -> Settings | None:
+        from kimicode.config import ConfigError
+        from kimicode.tui.screens.setup import SetupScreen
+
+        result = await self.push_screen_wait(SetupScreen(reason))
+        if result is None:
+            self.exit(2, return_code=2, message="kimicode: no model configured; run kimicode again to set one up, "
+                                 "or set MOONSHOT_API_KEY (see README)")
+            return None
+        try:
+            return await asyncio.to_thread(self._load_settings)
+        except ConfigError as exc:
+            self.show_error(f"the saved settings do not work: {exc}")
+            return None
+
+    async def start_agent(self, settings: Settings, resume: str | None) -> bool:
+        """Replace the current agent (if any) by a new one, continuing session `resume`."""
+        from kimicode.agent.session import SessionError, find_session, list_sessions
+        from kimicode.agent.setup import create_agent
+        from kimicode.config import ConfigError
+
+        def build() -> Agent:
+            state = None
+            if resume == "latest":
+                found = list_sessions(self.workspace)
+                state = found[0] if found else None
+            elif resume:
+                state = find_session(resume)
+            return create_agent(settings, self.workspace, default_mode="ask", resume=state)
+
+        try:
+            agent = await asyncio.to_thread(build)
+        except (ConfigError, SessionError, OSError) as exc:
+            self.show_error(f"cannot start: {exc}")
+            return False
+        await self.close_agent()  # only now: a failed /resume keeps the current session
+        self.agent, self.settings, self.session_start = agent, settings, None
+        info = agent.backend.info
+        self.status.set(model=info.name, provider=settings.provider, mode=agent.policy.mode,
+                        usage=self._usage_of(agent))
+        if resume:
+            self.replay(agent.messages)
+        self.refresh_git()
+        if self.pending:
+            self.run_next()
+        return True
+
+    async def close_agent(self) -> None:
+        agent, self.agent = self.agent, None
+        if agent is None:
+            return
+        if agent.busy:
+            agent.cancel()
+            if self._turn is not None:
+                await self._turn.wait()
+        if agent.session:
+            agent.session.close()
+        await agent.backend.aclose()
+
+    # -- prompts and turns --------------------------------------------------------
+
+    @on(PromptInput.Submitted)
+    async def on_prompt(self, message: PromptInput.Submitted) -> None:
+        from kimicode.tui.commands import parse_slash
+
+        text = message.text
+        try:
+            slash = parse_slash(text)
+        except ValueError as exc:
+            self.show_notice(str(exc), "warning")
+            return
+        if slash is not None:
+            from kimicode.tui.slash import run_command
+
+            await run_command(self, *slash)
+            return
+        queued = self.busy or self.agent is None
+        self.chat.mount(UserMessage(text, queued=queued))
+        self.pending.append(text)
+        if not queued:
+            self.run_next()
+
+    @property
+    def busy(self) -> bool:
+        return self._turn is not None and self._turn.is_running
+
+    def run_next(self) -> None:
+        if self.pending and self.agent is not None and not self.busy:
+            self.submit(self.pending.pop(0))
+
+    def submit(self, prompt: str) -> None:
+        """Run one agent turn for `prompt` (already shown in the chat)."""
+        for queued in self.chat.query(".queued"):
+            queued.remove_class("queued")
+            break
+        self._turn = self.run_turn(prompt)
+
+    @work(group="turn")
+    async def run_turn(self, prompt: str) -> None:
+        from kimicode.agent.mentions import expand_mentions
+
+        agent = self.agent
+        assert agent is not None
+        self.status.set(busy=True)
+        view = TurnView(self)
+        try:
+            request = await asyncio.to_thread(expand_mentions, prompt, agent.ctx.workspace)
+            async for event in agent.run(request):
+                await view.render(event)
+        finally:
+            await view.close()
+            self.status.set(busy=False)
+            self.refresh_git()
+            self.call_later(self.run_next)
+
+    def ask_approval(self, request: ApprovalRequested, row: ToolCallRow | None) -> None:
+        from kimicode.tui.preview import call_preview
+        from kimicode.tui.screens.approval import ApprovalScreen
+
+        preview, lexer = call_preview(request.tool, row.arguments if row else {})
+        self._approval = request.reply
+
+        def answered(approval: Approval | None) -> None:
+            self._approval = None
+            if not request.reply.done():
+                request.reply.set_result(approval or Approval(Decision.DENY))
+            if row is not None:
+                row.approved()
+
+        self.push_screen(ApprovalScreen(request, preview, lexer), answered)
+
+    # -- rendering helpers ------------------------------------------------------------
+
+    def show_notice(self, message: str, level: str = "info") -> Notice:
+        notice = Notice(message, level)
+        self.chat.mount(notice)
+        return notice
+
+    def show_error(self, message: str) -> None:
+        self.show_notice(message, "error")
+
+    def replay(self, messages: list[dict[str, Any]]) -> None:
+        """Draw a resumed or rewound conversation (no streaming, tool calls folded)."""
+        from kimicode.tui.replay import history_widgets
+
+        self.chat.remove_children()
+        self.chat.mount_all(history_widgets(messages))
+        self.chat.scroll_end(animate=False)
+
+    @work(group="git", exclusive=True, thread=True)
+    def refresh_git(self) -> None:
+        from kimicode.tui.git_status import git_state
+
+        branch, dirty = git_state(self.workspace)
+        self.call_from_thread(self.status.set, branch=branch, dirty=dirty)
+
+    @staticmethod
+    def _usage_of(agent: Agent) -> UsageUpdated | None:
+        if not agent.usage.prompt_tokens:
+            return None
+        usage = agent.usage
+        return UsageUpdated(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, agent.cost_usd,
+                            agent.meter.tokens(agent.messages), agent.backend.info.context_window)
+
+    # -- keys -----------------------------------------------------------------
+
+    def action_interrupt(self) -> None:
+        if self.agent is not None and self.agent.busy:
+            self._deny_open_approval()
+            self.agent.cancel()
+            self.pending.clear()
+            for queued in self.chat.query(".queued"):
+                queued.remove()
+
+    async def action_interrupt_or_quit(self) -> None:
+        if self.agent is not None and self.agent.busy:
+            self.action_interrupt()
+            self.show_notice("interrupted — press Ctrl+C again to quit", "warning")
+            self._quit_armed_at = time.monotonic()
+            return
+        if time.monotonic() - self._quit_armed_at < QUIT_CONFIRM_S:
+            await self.action_quit()
+            return
+        if self.prompt_input.text:
+            self.prompt_input.clear()
+            return
+        self._quit_armed_at = time.monotonic()
+        self.notify("Press Ctrl+C again to quit", timeout=QUIT_CONFIRM_S)
+
+    async def action_quit_if_empty(self) -> None:
+        if not self.prompt_input.text:
+            await self.action_quit()
+
+    async def action_quit(self) -> None:
+        """Stop the turn (its shell commands die with it), close the session, then leave."""
+        self._deny_open_approval()
+        await self.close_agent()
+        self.exit(0)
+
+    def action_cycle_mode(self) -> None:
+        current = self.agent.policy.mode if self.agent else self.status.info.mode
+        self.set_mode(MODE_CYCLE[(MODE_CYCLE.index(current) + 1) % len(MODE_CYCLE)]
+                      if current in MODE_CYCLE else MODE_CYCLE[0])
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if self.agent is not None:
+            self.agent.policy.mode = mode  # type: ignore[assignment]
+        self.flags["approval_mode"] = mode  # a /clear or /resume keeps it
+        self.status.set(mode=mode)
+
+    def action_toggle_plan(self) -> None:
+        panel = self.query_one(PlanPanel)
+        panel.display = not panel.display
+
+    def action_scroll_chat(self, direction: int) -> None:
+        if direction < 0:
+            self.chat.scroll_page_up()
+        else:
+            self.chat.scroll_page_down()
+
+    def _deny_open_approval(self) -> None:
+        if self._approval is not None and isinstance(self.screen, _approval_screen_type()):
+            self.screen.dismiss(Approval(Decision.DENY))
+
+    def show_plan(self, event: PlanUpdated) -> None:
+        panel = self.query_one(PlanPanel)
+        panel.show(event.items)
+        if not self._plan_opened and self.size.width >= PLAN_PANEL_MIN_WIDTH:
+            panel.display = True  # opened once by itself; after that the user decides
+        self._plan_opened = True
+
+
+class TurnView:
+    """Draws the events of one turn into the chat."""
+
+    def __init__(self, app: KimicodeApp) -> None:
+        self.app = app
+        self.answer: AssistantMessage | None = None
+        self.thinking: ThinkingBlock | None = None
+        self.rows: dict[str, ToolCallRow] = {}
+
+    async def render(self, event: Any) -> None:
+        app, chat = self.app, self.app.chat
+        match event:
+            case ReasoningDelta(text=text):
+                if self.thinking is None:
+                    await self._end_answer()
+                    self.thinking = ThinkingBlock()
+                    await chat.mount(self.thinking)
+                self.thinking.add(text)
+            case TextDelta(text=text):
+                self._end_thinking()
+                if self.answer is None:
+                    self.answer = AssistantMessage()
+                    await chat.mount(self.answer)
+                await self.answer.add(text)
+            case ToolCallStarted(call_id=call_id, tool=tool, arguments=arguments, title=title, kind=kind):
+                self._end_thinking()
+                await self._end_answer()
+                row = ToolCallRow(call_id, tool, title, kind, arguments)
+                self.rows[call_id] = row
+                await chat.mount(row)
+            case ToolOutput(call_id=call_id, text=text):
+                if row := self.rows.get(call_id):
+                    row.output(text)
+            case ApprovalRequested():
+                if row := self.rows.get(event.call_id):
+                    row.waiting_for_approval()
+                app.ask_approval(event, row)
+            case ToolCallFinished(call_id=call_id, output=output, is_error=is_error, display=display,
+                                  duration_s=duration):
+                row = self.rows.pop(call_id, None)
+                if row is None:  # e.g. the test run the loop starts itself
+                    row = ToolCallRow(call_id, event.tool, _finished_title(event), "execute", {})
+                    await chat.mount(row)
+                row.finish(output, is_error, display, duration)
+            case PlanUpdated():
+                app.show_plan(event)
+            case UsageUpdated():
+                app.status.set(usage=event)
+            case CheckpointCreated(id=checkpoint_id):
+                if app.session_start is None:
+                    app.session_start = checkpoint_id
+            case Compacted(tokens_before=before, tokens_after=after, messages_summarized=count):
+                app.show_notice(f"context compacted: {before:,} → {after:,} tokens ({count} messages summarised)")
+            case Retrying(attempt=attempt, delay=delay, reason=reason):
+                app.show_notice(f"model call failed ({reason}); retry {attempt} in {delay:.1f} s", "warning")
+            case ErrorEvent(message=message):
+                app.show_error(message)
+            case TurnFinished(stop_reason=reason, result=result):
+                await self.close()
+                if reason == "cancelled":
+                    app.show_notice("interrupted", "warning")
+                elif reason not in ("end_turn", "error"):
+                    app.show_notice(result, "warning")
+
+    def _end_thinking(self) -> None:
+        if self.thinking is not None:
+            self.thinking.finish()
+            self.thinking = None
+
+    async def _end_answer(self) -> None:
+        if self.answer is not None:
+            await self.answer.finish()
+            self.answer = None
+
+    async def close(self) -> None:
+        self._end_thinking()
+        await self._end_answer()
+        for row in self.rows.values():  # calls a cancel cut off
+            row.finish("interrupted", True, {}, 0.0)
+        self.rows.clear()
+        if self.app._approval is not None:
+            self.app._deny_open_approval()
+
+
+def _finished_title(event: ToolCallFinished) -> str:
+    return "Run the tests" if event.tool == "run_tests" else event.tool
+
+
+def _approval_screen_type() -> type:
+    from kimicode.tui.screens.approval import ApprovalScreen
+
+    return ApprovalScreen
