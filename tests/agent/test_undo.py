@@ -198,3 +198,40 @@ def test_a_failing_commit_hook_fails_the_run_and_unstages(fake_openai, repo):
     assert result["status"] == "error" and "lint failed" in result["commit_error"] and result["commit"] is None
     assert git(repo, "rev-parse", "HEAD") == head
     assert "?? new.py" in git(repo, "--no-optional-locks", "status", "--porcelain")  # not left staged
+
+
+async def test_in_session_undo_restores_files_rewinds_the_agent_and_the_transcript(fake_openai, repo):
+    from kimicode.agent.setup import create_agent
+    from kimicode.agent.undo import undo_last_turn
+    from kimicode.agent.checkpoints import CheckpointError
+    from kimicode.config import load_settings
+
+    settings = load_settings(repo, {"provider": "custom", "base_url": fake_openai.base_url, "model": "k2",
+                                    "auto_test": False, "repo_map": False})
+    agent = create_agent(settings, repo, default_mode="yolo")
+
+    def files():  # ignored files are never restored (see the tests above)
+        return {path: data for path, data in tree(repo).items() if path != "keep.log"}
+
+    before = files()
+    fake_openai.script(Reply(text="hello"), *edit_task())
+    [e async for e in agent.run("say hello")]
+    after_first = files()
+    history_after_first = list(agent.messages)
+    [e async for e in agent.run("change things")]
+    assert files() != after_first
+
+    result = undo_last_turn(agent)
+    assert files() == after_first and agent.messages == history_after_first
+    assert result.restored.label == "before: change things"
+    second = undo_last_turn(agent)
+    assert files() == before and [m["role"] for m in agent.messages] == ["system"]
+    with pytest.raises(CheckpointError, match="nothing to undo"):
+        undo_last_turn(agent)
+    agent.session.close()
+    # A resume sees the rewound history, and `kimicode undo` can undo the undo.
+    [state] = list_sessions(repo)
+    assert [m["role"] for m in state.messages] == ["system"]
+    assert kimicode(fake_openai, repo, "undo", second.saved.id[:10]).returncode == 0
+    assert files() == after_first
+    assert list_sessions(repo)[0].messages == history_after_first

@@ -29,23 +29,28 @@ def tokens(count: int) -> str:
     return f"{count / 1_000_000:.2f}M"
 
 
-def render_status(info: StatusInfo) -> Text:
-    text = Text()
-    text.append(f" {info.mode} ", style=f"bold reverse {_MODE_STYLES.get(info.mode, '')}".strip())
-    text.append(f" {info.model or 'not connected'}", style="bold")
+def render_status(info: StatusInfo, width: int = 1_000) -> Text:
+    """The status line for `width` columns: the least needed parts go first when it is narrow."""
+    parts: list[tuple[int, Text]] = [  # (priority: lower is dropped later, text), in display order
+        (0, Text(f" {info.mode} ", style=f"bold reverse {_MODE_STYLES.get(info.mode, '')}".strip())),
+        (1, Text(f" {info.model or 'not connected'}", style="bold")),
+    ]
     if info.provider:
-        text.append(f" · {info.provider}", style="dim")
+        parts.append((7, Text(f" · {info.provider}", style="dim")))
     if (usage := info.usage) is not None:
         cached = 100 * usage.cached_tokens / usage.prompt_tokens if usage.prompt_tokens else 0
         fill = 100 * usage.context_tokens / usage.context_window if usage.context_window else 0
-        text.append(f"  ↑{tokens(usage.prompt_tokens)} ↓{tokens(usage.completion_tokens)}")
-        text.append(f"  cache {cached:.0f}%", style="dim")
-        text.append(f"  ${usage.cost_usd:.4f}")
-        text.append(f"  ctx {fill:.0f}%", style="bold red" if fill >= 80 else "")
+        parts.append((4, Text(f"  ↑{tokens(usage.prompt_tokens)} ↓{tokens(usage.completion_tokens)}")))
+        parts.append((6, Text(f"  cache {cached:.0f}%", style="dim")))
+        parts.append((2, Text(f"  ${usage.cost_usd:.4f}")))
+        parts.append((3, Text(f"  ctx {fill:.0f}%", style="bold red" if fill >= 80 else "")))
     if info.branch is not None:
-        text.append(f"  ⎇ {info.branch}{'*' if info.dirty else ''}", style="dim")
-    text.append("  esc to interrupt" if info.busy else "  shift+tab mode · /help", style="dim italic")
-    return text
+        parts.append((5, Text(f"  ⎇ {info.branch}{'*' if info.dirty else ''}", style="dim")))
+    hint = "  esc to interrupt" if info.busy else "  shift+tab mode · /help"
+    parts.append((1 if info.busy else 8, Text(hint, style="dim italic")))
+    while sum(part.cell_len for _, part in parts) > width and len(parts) > 2:
+        parts.remove(max(parts, key=lambda item: item[0]))
+    return Text.assemble(*(part for _, part in parts))
 
 
 _MODE_STYLES = {"ask": "", "auto-edit": "green", "auto": "yellow", "yolo": "red", "plan": "blue"}
@@ -58,4 +63,7 @@ class StatusBar(Static):
 
     def set(self, **changes) -> None:
         self.info = replace(self.info, **changes)
-        self.update(render_status(self.info))
+        self.refresh()
+
+    def render(self) -> Text:
+        return render_status(self.info, self.size.width)
