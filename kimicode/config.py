@@ -95,6 +95,7 @@ class Settings(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     permissions: PermissionSettings = Field(default_factory=PermissionSettings)
+    theme: str = Field("textual-dark", description="Colours of the interactive app: textual-dark, textual-light, nord, gruvbox, …")
     trusted_projects: list[str] = Field(
         default_factory=list, description="Project folders whose own .kimicode/config.toml is fully trusted."
     )
@@ -147,7 +148,7 @@ def load_settings(
 ) -> Settings:
     """Merge every layer; raise ConfigError naming the file, line and key at fault."""
     env = os.environ if env is None else env
-    layers = [_Layer("built-in defaults", _read_defaults())]
+    layers = [_Layer("built-in defaults", read_defaults())]
     if user := _read_file_layer(user_config_path()):
         layers.append(user)
     if project := _read_file_layer(project_config_path(workspace)):
@@ -162,7 +163,7 @@ def load_settings(
     merged: dict[str, Any] = {}
     settings = None
     for layer in layers:
-        merged = _deep_merge(merged, layer.data)
+        merged = deep_merge(merged, layer.data)
         settings = _validate(layer, merged)
     assert settings is not None
     return settings
@@ -256,7 +257,7 @@ def model_info(settings: Settings, name: str) -> ModelInfo:
     )
 
 
-def _read_defaults() -> dict[str, Any]:
+def read_defaults() -> dict[str, Any]:
     return tomllib.loads(resources.files("kimicode").joinpath("defaults.toml").read_text())
 
 
@@ -328,11 +329,11 @@ def _split_key(dotted: str) -> list[str]:
     return [part.strip().strip("\"'") for part in parts]
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -148,7 +148,7 @@ class KimicodeApp(App[int]):
         from kimicode.config import ConfigError
         from kimicode.tui.screens.setup import SetupScreen
 
-        result = await self.push_screen_wait(SetupScreen(reason))
+        result = await self.push_screen_wait(SetupScreen(reason, current_provider=self.flags.get("provider")))
         if result is None:
             self.exit(2, return_code=2, message="kimicode: no model configured; run kimicode again to set one up, "
                                  "or set MOONSHOT_API_KEY (see README)")
@@ -181,6 +181,11 @@ class KimicodeApp(App[int]):
             return False
         await self.close_agent()  # only now: a failed /resume keeps the current session
         self.agent, self.settings, self.session_start = agent, settings, None
+        if settings.theme in self.available_themes:
+            self.theme = settings.theme
+        else:
+            known = ", ".join(sorted(self.available_themes))
+            self.show_notice(f"unknown theme {settings.theme!r} in the config; choose one of: {known}", "warning")
         info = agent.backend.info
         self.status.set(model=info.name, provider=settings.provider, mode=agent.policy.mode,
                         usage=self._usage_of(agent))
@@ -257,6 +262,7 @@ class KimicodeApp(App[int]):
             await view.close()
             self.status.set(busy=False)
             self.refresh_git()
+            self.prompt_input.refresh_files()  # the turn may have added or removed files
             self.call_later(self.run_next)
 
     def ask_approval(self, request: ApprovalRequested, row: ToolCallRow | None) -> None:
@@ -310,7 +316,17 @@ class KimicodeApp(App[int]):
 
     # -- keys -----------------------------------------------------------------
 
+    def on_key(self, event: events.Key) -> None:
+        """Typing while a tool row has focus goes to the prompt, so the keyboard never gets lost."""
+        prompt = self.prompt_input
+        if event.is_printable and event.character and self.screen is self.screen_stack[0] and not prompt.has_focus:
+            prompt.focus()
+            prompt.insert(event.character)
+            event.stop()
+
     def action_interrupt(self) -> None:
+        if not self.prompt_input.has_focus:
+            self.prompt_input.focus()
         if self.agent is not None and self.agent.busy:
             self._deny_open_approval()
             self.agent.cancel()
@@ -318,7 +334,24 @@ class KimicodeApp(App[int]):
             for queued in self.chat.query(".queued"):
                 queued.remove()
 
+    def _leave_setup(self) -> bool:
+        """Quit keys on the first-run screen cancel it (the app then says how else to configure)."""
+        from kimicode.tui.screens.setup import SetupScreen
+
+        if isinstance(self.screen, SetupScreen):
+            self.screen.action_cancel()
+            return True
+        return False
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Modes belong to the main screen; on the setup screen Shift+Tab moves focus back.
+        if action == "cycle_mode":
+            return self.screen is self.screen_stack[0]
+        return True
+
     async def action_interrupt_or_quit(self) -> None:
+        if self._leave_setup():
+            return
         if self.agent is not None and self.agent.busy:
             self.action_interrupt()
             self.show_notice("interrupted — press Ctrl+C again to quit", "warning")
@@ -334,11 +367,15 @@ class KimicodeApp(App[int]):
         self.notify("Press Ctrl+C again to quit", timeout=QUIT_CONFIRM_S)
 
     async def action_quit_if_empty(self) -> None:
+        if self._leave_setup():
+            return
         if not self.prompt_input.text:
             await self.action_quit()
 
     async def action_quit(self) -> None:
         """Stop the turn (its shell commands die with it), close the session, then leave."""
+        if self._leave_setup():
+            return
         self._deny_open_approval()
         await self.close_agent()
         self.exit(0)

@@ -368,3 +368,72 @@ async def test_a_backend_failure_is_shown_and_the_next_prompt_works(make_app, fa
 
 def _request_json(request: dict) -> str:
     return json.dumps(request)
+
+
+async def test_the_theme_comes_from_the_config_and_a_wrong_one_is_named(make_app, repo):
+    (repo / ".kimicode" / "config.toml").write_text('theme = "textual-light"\nauto_test = false\n')
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.theme == "textual-light"
+    (repo / ".kimicode" / "config.toml").write_text('theme = "neon-pink"\n')
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "unknown theme 'neon-pink'" in screen_text(app) and app.theme == "textual-dark"
+
+
+async def test_tool_rows_fold_with_the_keyboard_and_typing_returns_to_the_prompt(make_app, fake_openai):
+    from kimicode.tui.widgets.tool_call import ToolCallRow
+
+    fake_openai.script(Reply(tool_calls=[ToolCall("read_file", {"path": "app.py"})]), Reply(text="read it"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "look")
+        await idle(pilot)
+        row = app.query_one(ToolCallRow)
+        assert row.collapsed and "VALUE = 1" not in screen_text(app)
+        await pilot.press("tab")
+        assert not app.prompt_input.has_focus
+        await pilot.press("enter")
+        assert not row.collapsed and "VALUE = 1" in screen_text(app)
+        await type_text(pilot, "next")
+        assert app.prompt_input.has_focus and app.prompt_input.text == "next"
+
+
+async def test_first_run_setup_saves_the_key_and_connects(repo, tmp_path):
+    from kimicode.config import user_config_path
+    from kimicode.tui.app import KimicodeApp
+    from kimicode.tui.history import PromptHistory
+    from kimicode.tui.screens.setup import SetupScreen
+
+    secret = "sk-first-run-0123456789"
+    app = KimicodeApp(repo, {"repo_map": False}, history=PromptHistory(tmp_path / "h.jsonl"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen) and "no API key for moonshot" in screen_text(app))
+        first = app.focused
+        await pilot.press("shift+tab")  # moves focus on this screen; it does not cycle modes
+        assert app.status.info.mode == "ask" and app.focused is not first
+        await pilot.press("tab", "tab")
+        assert app.focused.id == "moonshot-key"
+        await type_text(pilot, secret)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.agent is not None)
+        shown = screen_text(app)
+        assert "kimi-k2-0905-preview · moonshot" in shown and secret not in shown
+    assert secret in user_config_path().read_text()
+    assert user_config_path().stat().st_mode & 0o777 == 0o600
+
+
+async def test_leaving_first_run_setup_exits_with_a_hint(repo, tmp_path):
+    from kimicode.tui.app import KimicodeApp
+    from kimicode.tui.history import PromptHistory
+    from kimicode.tui.screens.setup import SetupScreen
+
+    app = KimicodeApp(repo, {"repo_map": False}, history=PromptHistory(tmp_path / "h.jsonl"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen))
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: app.return_code is not None)
+    assert app.return_code == 2

@@ -24,8 +24,14 @@ def conversation():
     ]
 
 
-async def converse(pilot) -> None:
+async def steady_ready(pilot) -> None:
+    """Connected, with the prompt's cursor not blinking (a blink would make the snapshot timing-dependent)."""
+    pilot.app.prompt_input.cursor_blink = False
     await ready(pilot)
+
+
+async def converse(pilot) -> None:
+    await steady_ready(pilot)
     await send(pilot, "bump VALUE")
     await idle(pilot)
     await wait_for(pilot, lambda: pilot.app.status.info.dirty)
@@ -52,7 +58,7 @@ def test_approval_modal_for_a_shell_command(snap_compare, make_app, fake_openai)
     fake_openai.script(Reply(text="Running the build.", tool_calls=[ToolCall("shell", {"command": "make build && rm -rf dist/tmp"})]))
 
     async def ask(pilot):
-        await ready(pilot)
+        await steady_ready(pilot)
         await send(pilot, "build it")
         await approval(pilot)
         await pilot.pause(0.2)
@@ -62,7 +68,7 @@ def test_approval_modal_for_a_shell_command(snap_compare, make_app, fake_openai)
 
 def test_help_and_completion_menu(snap_compare, make_app):
     async def help_then_complete(pilot):
-        await ready(pilot)
+        await steady_ready(pilot)
         await send(pilot, "/help")
         await type_text(pilot, "/u")
         await pilot.pause(0.2)
