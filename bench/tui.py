@@ -186,6 +186,9 @@ def app_env(server: FakeOpenAIServer, home: Path) -> dict[str, str]:
                TERM="xterm-256color", COLUMNS=str(COLS), LINES=str(ROWS),
                KIMICODE_PROVIDER="custom", KIMICODE_BASE_URL=server.base_url, KIMICODE_MODEL=MODEL)
     env.pop("NO_COLOR", None)
+    # As users run it: bytecode is cached (the warm-up run writes what is missing), so each
+    # launch does not recompile every module from source.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -312,7 +315,9 @@ def typing_while_streaming(server: FakeOpenAIServer, answer: str, chunk: int, de
         term.wait_for(PLACEHOLDER, mark + 1)
         mark = len(term.output)
         entered = term.write(b"write the long report\r")
-        started = term.wait_for(BEGIN.encode(), mark)
+        # The turn has started once the status bar says how to interrupt it (the answer's first
+        # line may scroll past before a frame shows it when the answer streams in fast).
+        started = term.wait_for(b"esc to interrupt", mark)
         typed, shown, ended = type_keys(term, 10**6, stop=END.encode())
         if ended is None:
             raise TimeoutError(f"{END} never showed on the terminal")

@@ -291,7 +291,7 @@ def _run_tui(workspace: Path, flags: dict[str, object], session: str | None, ver
         _fail("the interactive app needs a terminal; for scripts and CI use --task \"…\" (see --help)")
     import logging
 
-    from kimicode.config import data_dir
+    from kimicode.paths import data_dir
     from kimicode.tui.app import KimicodeApp
 
     # The screen belongs to the app: logs go to a file.

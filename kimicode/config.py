@@ -6,7 +6,6 @@ line and the key that is wrong; then the layers are merged and validated again.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tomllib
@@ -18,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kimicode.backends.base import ModelInfo
+from kimicode.paths import project_config_path, user_config_path
 
 ApprovalMode = Literal["ask", "auto-edit", "auto", "yolo", "plan"]
 
@@ -110,28 +110,6 @@ class Endpoint:
     api_key: str
     model: ModelInfo
     headers: dict[str, str]
-
-
-def user_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "kimicode" / "config.toml"
-
-
-def data_dir() -> Path:
-    """Sessions, checkpoints and per-project grants: $XDG_DATA_HOME/kimicode."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "kimicode"
-
-
-def project_grants_path(workspace: Path) -> Path:
-    """Where "allow always" answers for `workspace` are kept: outside the repository,
-    so neither the repository nor the agent working in it can grant itself anything."""
-    digest = hashlib.sha256(str(workspace.resolve()).encode()).hexdigest()[:16]
-    return data_dir() / "permissions" / f"{workspace.name}-{digest}.json"
-
-
-def project_config_path(workspace: Path) -> Path:
-    return workspace / ".kimicode" / "config.toml"
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kimicode.config import data_dir
+from kimicode.paths import data_dir
 
 REF = "refs/kimicode/checkpoints"
 GIT_TIMEOUT = 300

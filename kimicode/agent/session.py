@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kimicode.config import data_dir
+from kimicode.paths import data_dir
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from kimicode.approval import ApprovalPolicy, RuleStore
 from kimicode.index.indexer import RepoIndex
 from kimicode.index.repomap import default_budget, render_map
 from kimicode.backends.base import Backend
-from kimicode.config import ApprovalMode, Endpoint, Settings, project_grants_path, resolve_endpoint
+from kimicode.config import ApprovalMode, Endpoint, Settings, resolve_endpoint
+from kimicode.paths import project_grants_path
 from kimicode.tools.base import ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools

@@ -7,6 +7,7 @@ prompts, draws the events of `Agent.run()` and answers approvals through their f
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.worker import Worker
 
-from kimicode.approval import MODES
 from kimicode.events import (
     Approval,
     ApprovalRequested,
@@ -61,7 +61,8 @@ class KimicodeApp(App[int]):
         Binding("escape", "interrupt", "Interrupt", show=False),
         Binding("shift+tab", "cycle_mode", "Mode", priority=True, show=False),
         Binding("ctrl+t", "toggle_plan", "Plan", show=False),
-        Binding("ctrl+d", "quit_if_empty", "Quit", show=False),
+        # priority: the prompt (a TextArea) would take Ctrl+D as delete-right otherwise
+        Binding("ctrl+d", "quit_if_empty", "Quit", priority=True, show=False),
         Binding("pageup", "scroll_chat(-1)", show=False),
         Binding("pagedown", "scroll_chat(1)", show=False),
     ]
@@ -112,7 +113,7 @@ class KimicodeApp(App[int]):
         self.query_one(PlanPanel).display = False
         self.status.set(mode=self.flags.get("approval_mode") or "ask")
         self.prompt_input.focus()
-        self.connect()
+        self.call_after_refresh(self.connect)  # the first frame goes out before any heavy import
 
     async def on_unmount(self) -> None:
         await self.close_agent()  # also when the app ends some other way than action_quit
@@ -191,6 +192,9 @@ class KimicodeApp(App[int]):
                         usage=self._usage_of(agent))
         if resume:
             self.replay(agent.messages)
+        # Everything loaded so far lives as long as the app: keep it out of the collector's
+        # full passes, which otherwise stall a streaming answer for 100+ ms at a time.
+        gc.freeze()
         self.refresh_git()
         if self.pending:
             self.run_next()
@@ -369,8 +373,11 @@ class KimicodeApp(App[int]):
     async def action_quit_if_empty(self) -> None:
         if self._leave_setup():
             return
-        if not self.prompt_input.text:
+        prompt = self.prompt_input
+        if not prompt.text:
             await self.action_quit()
+        elif prompt.has_focus:
+            prompt.action_delete_right()
 
     async def action_quit(self) -> None:
         """Stop the turn (its shell commands die with it), close the session, then leave."""
@@ -386,6 +393,8 @@ class KimicodeApp(App[int]):
                       if current in MODE_CYCLE else MODE_CYCLE[0])
 
     def set_mode(self, mode: str) -> None:
+        from kimicode.approval import MODES
+
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if self.agent is not None:
@@ -438,7 +447,7 @@ class TurnView:
                 if self.answer is None:
                     self.answer = AssistantMessage()
                     await chat.mount(self.answer)
-                await self.answer.add(text)
+                self.answer.add(text)
             case ToolCallStarted(call_id=call_id, tool=tool, arguments=arguments, title=title, kind=kind):
                 self._end_thinking()
                 await self._end_answer()
@@ -486,7 +495,7 @@ class TurnView:
 
     async def _end_answer(self) -> None:
         if self.answer is not None:
-            await self.answer.finish()
+            self.answer.finish()
             self.answer = None
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from kimicode.config import data_dir
+from kimicode.paths import data_dir
 
 MAX_ENTRIES = 1_000
 _COMPACT_AFTER = 2 * MAX_ENTRIES  # lines in the file before it is rewritten to the last MAX_ENTRIES

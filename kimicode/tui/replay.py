@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 from textual.widget import Widget
-from textual.widgets import Markdown
 
 from kimicode.agent import mentions
-from kimicode.tui.widgets.chat import Notice, UserMessage
+from kimicode.tui.widgets.chat import AssistantMessage, Notice, UserMessage
 from kimicode.tui.widgets.tool_call import ToolCallRow
 
 MAX_REPLAYED = 400  # messages drawn; older ones are summarised in one line
@@ -29,7 +28,7 @@ def history_widgets(messages: list[dict[str, Any]]) -> list[Widget]:
             widgets.append(UserMessage(_prompt_only(text)))
         elif role == "assistant":
             if text.strip():
-                widgets.append(Markdown(text, classes="replayed-answer"))
+                widgets.append(AssistantMessage(text))
             for call in message.get("tool_calls") or []:
                 widgets.append(_finished_call(call, results.get(call.get("id"))))
     return widgets

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kimicode.agent.checkpoints import Checkpoint, CheckpointError, CheckpointStore
-from kimicode.config import data_dir
+from kimicode.paths import data_dir
 
 
 @pytest.fixture(autouse=True)

@@ -308,11 +308,16 @@ async def test_clear_starts_a_new_session_and_resume_brings_the_old_one_back(mak
 
 async def test_continue_draws_the_previous_conversation(make_app, fake_openai):
     fake_openai.script(Reply(tool_calls=[ToolCall("read_file", {"path": "app.py"})]), Reply(text="It is one."))
-    async with make_app().run_test(size=SIZE) as pilot:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await send(pilot, "what is VALUE")
         await idle(pilot)
-        await pilot.press("ctrl+d")
+        await type_text(pilot, "ab")
+        await pilot.press("left", "ctrl+d")  # with text, Ctrl+D deletes to the right
+        assert app.prompt_input.text == "a" and app.return_code is None
+        await pilot.press("backspace", "ctrl+d")  # on an empty prompt it quits
+        await wait_for(pilot, lambda: app.return_code == 0)
     app = make_app(resume="latest")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "It is one." in screen_text(app))

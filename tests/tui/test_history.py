@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from kimicode.config import data_dir
+from kimicode.paths import data_dir
 from kimicode.tui.history import MAX_ENTRIES, PromptHistory
 
 

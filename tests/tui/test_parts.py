@@ -67,3 +67,32 @@ def test_a_narrow_status_line_keeps_the_mode_model_cost_and_context():
     assert "custom" not in narrow and "shift+tab" not in narrow
     busy = render_status(StatusInfo("kimi-k2-0905-preview", "custom", "ask", usage, "main", busy=True), 60).plain
     assert "esc to interrupt" in busy  # while a turn runs, how to stop it matters more than the rest
+
+
+def test_long_answers_are_cut_into_segments_only_between_blocks():
+    import random
+
+    from kimicode.tui.widgets.chat import SEGMENT_LINES, segment_end
+
+    assert segment_end("a\n\n" * 10) is None  # short: one live segment
+    rng = random.Random(7)
+    lines = []
+    for _ in range(120):
+        block = rng.choice(["para", "list", "code"])
+        if block == "code":
+            lines += ["```python", *(f"x{i} = {i}" for i in range(rng.randint(1, 30))), "", "```", ""]
+        elif block == "list":
+            lines += [f"- item {i}" for i in range(rng.randint(1, 5))] + [""]
+        else:
+            lines += ["Some words here.", ""]
+    text = "\n".join(lines)
+    segments, rest = [], text
+    while (cut := segment_end(rest)) is not None:
+        segments.append(rest[:cut])
+        rest = rest[cut:]
+    assert len(segments) > 3 and "".join(segments) + rest == text
+    for segment in segments:
+        fences = sum(line.startswith("```") for line in segment.splitlines())
+        assert fences % 2 == 0, "a code block was split"
+        assert segment.endswith("\n\n") or segment.endswith("\n")
+        assert segment.count("\n") >= SEGMENT_LINES

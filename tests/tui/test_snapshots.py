@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes.openai_server import Reply, ToolCall
-from tests.tui.screen import screen_text, type_text, wait_for
+from tests.tui.screen import type_text, wait_for
 from tests.tui.test_app import approval, idle, ready, send
 
 PLAN = [{"step": "Read app.py", "status": "done"}, {"step": "Bump VALUE", "status": "in_progress"},

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import RenderableType
-from rich.syntax import Syntax
 from rich.text import Text
 from textual.widgets import Collapsible, Static
 
@@ -90,6 +89,8 @@ def _state(is_error: bool) -> str:
 
 
 def result_renderable(tool: str, output: str, is_error: bool, display: dict[str, Any]) -> RenderableType:
+    from rich.syntax import Syntax  # pygments: loaded with the first result, not before the first paint
+
     diff = display.get("diff")
     if diff and not is_error:
         return Syntax(_cap(diff), "diff", theme="ansi_dark", background_color="default", word_wrap=True)
