@@ -320,4 +320,12 @@ def _fail(message: str) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) == 1:
+        # Bare `kimicode`, the most common start: skip typer, whose argument coercion
+        # imports pydantic (~230 ms before the first frame); the agent loads it later anyway.
+        try:
+            code = _run_tui(Path.cwd().resolve(), {}, None, verbose=False)
+        except typer.Exit as stop:  # _fail() outside typer
+            code = stop.exit_code
+        sys.exit(code)
     app()
