@@ -205,6 +205,27 @@ def first_paint(command: list[str], repo: Path, env: dict[str, str]) -> tuple[fl
         term.close()
 
 
+BARE_APP = f"""
+from textual.app import App
+from textual.widgets import Static
+
+class Bare(App):
+    def compose(self):
+        yield Static({PAINTED.decode()!r})
+
+Bare().run()
+"""
+
+
+def bare_textual_paint(script: Path, repo: Path, env: dict[str, str]) -> float:
+    """ms to the first frame of a one-widget Textual app: the floor any Textual app starts from."""
+    term = Terminal([sys.executable, str(script)], repo, env)
+    try:
+        return (term.wait_for(PAINTED) - term.started) * 1e3
+    finally:
+        term.close()
+
+
 def ctrl_d_quits(command: list[str], repo: Path, env: dict[str, str]) -> bool:
     """Does Ctrl+D on an empty prompt end the app (its binding says so)?"""
     term = Terminal(command, repo, env)
@@ -389,6 +410,12 @@ def main() -> None:
                              f"{min(exited):.0f}", f"{max(exited):.0f}", ""))
             if len(exited) < len(quits):
                 notes.append(f"{name}: {len(quits) - len(exited)} of {len(quits)} runs did not exit on Ctrl+C; killed")
+        bare = Path(tmp) / "bare_app.py"
+        bare.write_text(BARE_APP)
+        bare_textual_paint(bare, repo, env)  # warm-up
+        paints = [bare_textual_paint(bare, repo, env) for _ in range(args.runs)]
+        rows.append(("  context: first paint, one-widget Textual app (ms)", f"{statistics.median(paints):.0f}",
+                     f"{min(paints):.0f}", f"{max(paints):.0f}", ""))
         for name, command in (("python -c 'import textual.app'", [sys.executable, "-c", "import textual.app"]),
                               ("python -m kimicode --help", [*module, "--help"])):
             times = plain_ms(command, args.runs, env, repo)

@@ -34,6 +34,22 @@ class Notice(Static):
         super().__init__(Text(message), classes=level)
 
 
+class _Batched:
+    """Collects streamed deltas in `text`; the widget's `flush` redraws at most every FLUSH_INTERVAL."""
+
+    text: str
+    _dirty: bool
+
+    def add(self, delta: str) -> None:
+        self.text += delta
+        if not self._dirty:
+            self._dirty = True
+            self.set_timer(FLUSH_INTERVAL, self.flush)  # type: ignore[attr-defined]
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+
 class RenderedMarkdown(Widget):
     """Finished Markdown blocks, rendered to lines once (again only when the width changes):
     layout and repaint cost the same however long the answer grows."""
@@ -72,7 +88,7 @@ class RenderedMarkdown(Widget):
         return self._lines[y].apply_style(style).crop_extend(0, self.size.width, style)
 
 
-class AssistantMessage(Vertical):
+class AssistantMessage(_Batched, Vertical):
     """An answer rendered as Markdown while it streams in.
 
     Re-rendering a whole long answer for every delta would grow with its length and
@@ -96,12 +112,6 @@ class AssistantMessage(Vertical):
         if self._pending:
             self.add(self._pending)
             self.flush()
-
-    def add(self, delta: str) -> None:
-        self.text += delta
-        if not self._dirty:
-            self._dirty = True
-            self.set_timer(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         self._dirty = False
@@ -144,19 +154,13 @@ def markdown(text: str) -> RenderableType:
     return Markdown(text, code_theme="ansi_dark", hyperlinks=False)
 
 
-class StreamedText(Static):
+class StreamedText(_Batched, Static):
     """Plain text that grows by deltas; updates are batched so a fast stream costs few repaints."""
 
     def __init__(self, classes: str | None = None) -> None:
         super().__init__("", classes=classes, markup=False)
         self.text = ""
         self._dirty = False
-
-    def add(self, delta: str) -> None:
-        self.text += delta
-        if not self._dirty:
-            self._dirty = True
-            self.set_timer(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         self._dirty = False
