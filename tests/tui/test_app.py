@@ -320,9 +320,10 @@ async def test_continue_draws_the_previous_conversation(make_app, fake_openai):
         await wait_for(pilot, lambda: app.return_code == 0)
     app = make_app(resume="latest")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: "It is one." in screen_text(app))
-        shown = screen_text(app)
-        assert "❯ what is VALUE" in shown and "✓ read_file app.py" in shown
+        # The whole conversation, drawn as it was (waited for as one: mounting may take frames).
+        expected = ("❯ what is VALUE", "✓ read_file app.py", "It is one.")
+        await wait_for(pilot, lambda: all(part in screen_text(app) for part in expected))
+        assert app.agent is not None and [m["role"] for m in app.agent.messages][-2:] == ["tool", "assistant"]
 
 
 async def test_model_switch_applies_to_the_next_request(make_app, fake_openai):
