@@ -143,7 +143,7 @@ async def _compact(app: KimicodeApp, argument: str) -> None:
     before = agent.meter.tokens(agent.messages)
     notice = app.show_notice("compacting…")
     try:
-        done = await agent.compact()
+        done = await agent.compact(keep_tokens=0)  # asked for: summarise all but the latest step
     except BackendError as exc:
         notice.update(Text(f"/compact failed: {exc}"))
         return

@@ -443,3 +443,25 @@ async def test_leaving_first_run_setup_exits_with_a_hint(repo, tmp_path):
         await pilot.press("ctrl+c")
         await wait_for(pilot, lambda: app.return_code is not None)
     assert app.return_code == 2
+
+
+async def test_compact_summarises_older_turns_and_init_runs_a_turn(make_app, fake_openai):
+    fake_openai.script(Reply(text="first answer"), Reply(text="second answer"),
+                       Reply(text="Summary: the user asked twice; nothing was changed."),
+                       Reply(tool_calls=[ToolCall("write_file", {"path": "AGENTS.md", "content": "# Notes\n"})]),
+                       Reply(text="Wrote AGENTS.md."))
+    app = make_app(approval_mode="auto-edit")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        for prompt in ("one", "two"):
+            await send(pilot, prompt)
+            await idle(pilot)
+        await send(pilot, "/compact")
+        await wait_for(pilot, lambda: "compacted:" in screen_text(app))
+        contents = " ".join(str(m.get("content")) for m in app.agent.messages)
+        assert "Summary: the user asked twice" in contents and "first answer" not in contents
+        assert app.agent.messages[-1]["content"] == "second answer"
+        await send(pilot, "/init")
+        await idle(pilot)
+        assert "Wrote AGENTS.md." in screen_text(app)
+    assert "AGENTS.md" in fake_openai.requests[-2]["messages"][-1]["content"]  # the /init prompt
