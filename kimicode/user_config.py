@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from tomlkit.exceptions import TOMLKitError
 
 # The same merge load_settings does, so the check below sees what it will see.
-from kimicode.config import ConfigError, Settings, deep_merge, read_defaults, user_config_path
+from kimicode.config import ConfigError, Settings, deep_merge, read_defaults, resolve_endpoint, user_config_path
 
 # The top-level keys that together say which backend is used; any of them left over
 # from an earlier choice could contradict the new one (an old base_url, say).
@@ -166,7 +166,7 @@ def _checkpoint_folder(model_path: str | None) -> str:
 def _check_loads(path: Path, text: str) -> None:
     """Refuse to write a file load_settings would reject (a problem elsewhere in it)."""
     try:
-        Settings.model_validate(deep_merge(read_defaults(), tomllib.loads(text)))
+        settings = Settings.model_validate(deep_merge(read_defaults(), tomllib.loads(text)))
     except ValidationError as exc:
         error = exc.errors()[0]  # loc and msg only: the input value could be a secret
         key = ".".join(str(part) for part in error["loc"])
@@ -174,6 +174,9 @@ def _check_loads(path: Path, text: str) -> None:
             f"{path}: key '{key}': {error['msg']}; fix or remove that file, then run setup again "
             "(it was left unchanged)"
         ) from None
+    # A choice this build cannot use (the local engine, before it exists) is refused here,
+    # not saved: a saved one would stop every later start.
+    resolve_endpoint(settings, env={})
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -109,7 +109,18 @@ def test_custom_server_with_a_key(tmp_path):
     assert (endpoint.base_url, endpoint.api_key) == ("https://llm.internal/v1", "proxy-key")
 
 
+def test_local_engine_is_refused_while_this_build_has_no_engine(tmp_path, checkpoint):
+    old = 'provider = "custom"\nbase_url = "http://old:1/v1"\napi_key = "sk-old"\nmodel = "m"\n'
+    write_user_config(old)
+    with pytest.raises(ConfigError, match="not part of this build yet"):
+        save_backend_choice("local", model_path=str(checkpoint))
+    assert user_config_path().read_text() == old  # a start that always fails is never saved
+
+
 def test_local_engine_stores_the_absolute_folder_and_drops_url_and_key(tmp_path, checkpoint, monkeypatch):
+    import kimicode.user_config
+
+    monkeypatch.setattr(kimicode.user_config, "resolve_endpoint", lambda settings, env: None)  # as with an engine
     write_user_config('provider = "custom"\nbase_url = "http://old:1/v1"\napi_key = "sk-old"\nmodel = "m"\n')
     monkeypatch.chdir(checkpoint.parent)
     save_backend_choice("local", model_path="kimi-k2")

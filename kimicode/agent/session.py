@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from typing import Any
 from kimicode.paths import data_dir
 
 log = logging.getLogger(__name__)
+
+
+_SESSION_ID = re.compile(r"[0-9A-Za-z-]+")  # what new_session_id makes (a prefix of it is enough)
 
 
 def new_session_id() -> str:
@@ -117,7 +121,7 @@ def load_session(path: Path) -> SessionState:
             continue
         try:
             _replay(state, json.loads(line))
-        except (ValueError, TypeError, KeyError, AttributeError):  # torn or foreign lines
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):  # torn or foreign lines
             state.skipped_lines += 1
     if not state.meta:
         raise SessionError(f"{path} is not a kimicode session (no meta record)")
@@ -145,7 +149,9 @@ def _replay(state: SessionState, record: dict[str, Any]) -> None:
 
 def find_session(session_id: str) -> SessionState:
     """A session by id or unique id prefix."""
-    matches = sorted(sessions_dir().glob(f"{session_id}*.jsonl")) if session_id else []
+    if not _SESSION_ID.fullmatch(session_id or ""):
+        raise SessionError(f"{session_id!r} is not a session id; `kimicode sessions` lists them")
+    matches = sorted(sessions_dir().glob(f"{session_id}*.jsonl"))
     if not matches:
         raise SessionError(f"no session {session_id!r}; `kimicode sessions` lists them")
     if len(matches) > 1:

@@ -7,7 +7,10 @@ prompts, draws the events of `Agent.run()` and answers approvals through their f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import logging
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +19,9 @@ from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.worker import Worker
+from textual.app import ScreenStackError
+from textual.css.query import NoMatches
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from kimicode.events import (
     Approval,
@@ -35,6 +40,7 @@ from kimicode.events import (
     TurnFinished,
     UsageUpdated,
 )
+from kimicode.tui.commands import SlashCommand
 from kimicode.tui.history import PromptHistory
 from kimicode.tui.widgets.chat import AssistantMessage, ChatLog, Notice, ThinkingBlock, UserMessage
 from kimicode.tui.widgets.plan import PlanPanel
@@ -45,6 +51,8 @@ from kimicode.tui.widgets.tool_call import ToolCallRow
 if TYPE_CHECKING:
     from kimicode.agent.loop import Agent
     from kimicode.config import Settings
+
+log = logging.getLogger(__name__)
 
 STYLES = Path(__file__).parent / "styles"
 MODE_CYCLE = ("ask", "auto-edit", "auto", "yolo", "plan")
@@ -63,8 +71,9 @@ class KimicodeApp(App[int]):
         Binding("ctrl+t", "toggle_plan", "Plan", show=False),
         # priority: the prompt (a TextArea) would take Ctrl+D as delete-right otherwise
         Binding("ctrl+d", "quit_if_empty", "Quit", priority=True, show=False),
-        Binding("pageup", "scroll_chat(-1)", show=False),
-        Binding("pagedown", "scroll_chat(1)", show=False),
+        # priority: the prompt would page through its own (short) text
+        Binding("pageup", "scroll_chat(-1)", priority=True, show=False),
+        Binding("pagedown", "scroll_chat(1)", priority=True, show=False),
     ]
 
     def __init__(
@@ -84,6 +93,8 @@ class KimicodeApp(App[int]):
         self.pending: list[str] = []  # prompts sent while a turn runs (or before the agent is ready)
         self.session_start: str | None = None  # first checkpoint of this session: /diff compares to it
         self._turn: Worker[None] | None = None
+        self._command: Worker[None] | None = None  # a slash command that takes a while (/compact…)
+        self._frozen = False
         self._approval: asyncio.Future[Approval] | None = None
         self._quit_armed_at = 0.0
         self._plan_opened = False
@@ -114,8 +125,18 @@ class KimicodeApp(App[int]):
         self.status.set(mode=self.flags.get("approval_mode") or "ask")
         self.prompt_input.focus()
         self.call_after_refresh(self.connect)  # the first frame goes out before any heavy import
+        # A closed terminal (SIGHUP) or a kill (SIGTERM) quits like Ctrl+C twice: shell commands
+        # run in their own sessions, so only the app can stop them.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, lambda: self.call_later(self.action_quit))
 
     async def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
         await self.close_agent()  # also when the app ends some other way than action_quit
 
     # -- connecting ---------------------------------------------------------------
@@ -181,6 +202,8 @@ class KimicodeApp(App[int]):
             self.show_error(f"cannot start: {exc}")
             return False
         await self.close_agent()  # only now: a failed /resume keeps the current session
+        if mode := self.flags.get("approval_mode"):  # chosen with Shift+Tab or /mode: kept
+            agent.policy.mode = mode
         self.agent, self.settings, self.session_start = agent, settings, None
         if settings.theme in self.available_themes:
             self.theme = settings.theme
@@ -192,9 +215,12 @@ class KimicodeApp(App[int]):
                         usage=self._usage_of(agent))
         if resume:
             self.replay(agent.messages)
-        # Everything loaded so far lives as long as the app: keep it out of the collector's
-        # full passes, which otherwise stall a streaming answer for 100+ ms at a time.
-        gc.freeze()
+        if not self._frozen:
+            # Everything loaded so far lives as long as the app: keep it out of the collector's
+            # full passes, which otherwise stall a streaming answer for 100+ ms at a time. Once
+            # only: agents replaced later by /clear or /resume must stay collectable.
+            gc.freeze()
+            self._frozen = True
         self.refresh_git()
         if self.pending:
             self.run_next()
@@ -207,7 +233,8 @@ class KimicodeApp(App[int]):
         if agent.busy:
             agent.cancel()
             if self._turn is not None:
-                await self._turn.wait()
+                with contextlib.suppress(WorkerCancelled, WorkerFailed):  # Textual may cancel it first
+                    await self._turn.wait()
         if agent.session:
             agent.session.close()
         await agent.backend.aclose()
@@ -225,9 +252,11 @@ class KimicodeApp(App[int]):
             self.show_notice(str(exc), "warning")
             return
         if slash is not None:
-            from kimicode.tui.slash import run_command
-
-            await run_command(self, *slash)
+            command = slash[0]
+            if self.command_running and command.name != "exit":
+                self.show_notice(f"/{command.name}: another command is still running (Esc cancels it)", "warning")
+                return
+            self._command = self.run_command(*slash)
             return
         queued = self.busy or self.agent is None
         self.chat.mount(UserMessage(text, queued=queued))
@@ -236,11 +265,30 @@ class KimicodeApp(App[int]):
             self.run_next()
 
     @property
-    def busy(self) -> bool:
+    def turn_running(self) -> bool:
         return self._turn is not None and self._turn.is_running
 
+    @property
+    def command_running(self) -> bool:
+        return self._command is not None and self._command.is_running
+
+    @property
+    def busy(self) -> bool:
+        return self.turn_running or self.command_running
+
+    @work(group="command")
+    async def run_command(self, command: SlashCommand, argument: str) -> None:
+        """A slash command, in a worker: keys (Esc to cancel it) keep working meanwhile."""
+        from kimicode.tui.slash import run_command
+
+        try:
+            await run_command(self, command, argument)
+        except Exception as exc:  # a command must never take the app down
+            log.exception("/%s failed", command.name)
+            self.show_error(f"/{command.name} failed: {type(exc).__name__}: {exc}")
+
     def run_next(self) -> None:
-        if self.pending and self.agent is not None and not self.busy:
+        if self.pending and self.agent is not None and not self.turn_running:
             self.submit(self.pending.pop(0))
 
     def submit(self, prompt: str) -> None:
@@ -263,11 +311,12 @@ class KimicodeApp(App[int]):
             async for event in agent.run(request):
                 await view.render(event)
         finally:
-            await view.close()
-            self.status.set(busy=False)
-            self.refresh_git()
-            self.prompt_input.refresh_files()  # the turn may have added or removed files
-            self.call_later(self.run_next)
+            with contextlib.suppress(NoMatches, ScreenStackError):  # the app may be closing: widgets gone
+                await view.close()
+                self.status.set(busy=False)
+                self.refresh_git()
+                self.prompt_input.refresh_files()  # the turn may have added or removed files
+                self.call_later(self.run_next)
 
     def ask_approval(self, request: ApprovalRequested, row: ToolCallRow | None) -> None:
         from kimicode.tui.preview import call_preview
@@ -283,7 +332,7 @@ class KimicodeApp(App[int]):
             if row is not None:
                 row.approved()
 
-        self.push_screen(ApprovalScreen(request, preview, lexer), answered)
+        self.push_screen(ApprovalScreen(request, preview, lexer, type_ahead=self.prompt_input.insert), answered)
 
     # -- rendering helpers ------------------------------------------------------------
 
@@ -331,12 +380,20 @@ class KimicodeApp(App[int]):
     def action_interrupt(self) -> None:
         if not self.prompt_input.has_focus:
             self.prompt_input.focus()
+        if self.command_running and self._command is not None:
+            self._command.cancel()
+            self.show_notice("command cancelled", "warning")
+        if self.agent is None:  # still connecting: what was sent meanwhile is dropped
+            self._drop_pending()
         if self.agent is not None and self.agent.busy:
             self._deny_open_approval()
             self.agent.cancel()
-            self.pending.clear()
-            for queued in self.chat.query(".queued"):
-                queued.remove()
+            self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        self.pending.clear()
+        for queued in self.chat.query(".queued"):
+            queued.remove()
 
     def _leave_setup(self) -> bool:
         """Quit keys on the first-run screen cancel it (the app then says how else to configure)."""
@@ -356,7 +413,7 @@ class KimicodeApp(App[int]):
     async def action_interrupt_or_quit(self) -> None:
         if self._leave_setup():
             return
-        if self.agent is not None and self.agent.busy:
+        if self.command_running or (self.agent is not None and self.agent.busy):
             self.action_interrupt()
             self.show_notice("interrupted — press Ctrl+C again to quit", "warning")
             self._quit_armed_at = time.monotonic()
@@ -384,8 +441,24 @@ class KimicodeApp(App[int]):
         if self._leave_setup():
             return
         self._deny_open_approval()
+        if self._command is not None and self._command.is_running:
+            self._command.cancel()
         await self.close_agent()
         self.exit(0)
+
+    def action_focus_next(self) -> None:
+        """Tab walks from the prompt back through the conversation's foldable rows, newest first."""
+        from textual.widgets._collapsible import CollapsibleTitle
+
+        rows = list(self.chat.query(CollapsibleTitle))
+        focused = self.focused
+        if focused is self.prompt_input and rows:
+            rows[-1].focus()
+        elif focused in rows:
+            index = rows.index(focused)
+            (rows[index - 1] if index > 0 else self.prompt_input).focus()
+        else:
+            super().action_focus_next()
 
     def action_cycle_mode(self) -> None:
         current = self.agent.policy.mode if self.agent else self.status.info.mode

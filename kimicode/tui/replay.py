@@ -12,6 +12,11 @@ from kimicode.tui.widgets.chat import AssistantMessage, Notice, UserMessage
 from kimicode.tui.widgets.tool_call import ToolCallRow
 
 MAX_REPLAYED = 400  # messages drawn; older ones are summarised in one line
+# User-role messages kimicode wrote itself (prompts/compacted.md, prompts/tests_*.md): shown as notes.
+_OWN_NOTES = {
+    "[The earlier part of this conversation was compacted": "earlier turns were compacted into a summary",
+    "[kimicode ran the tests": "test results were sent to the model",
+}
 
 
 def history_widgets(messages: list[dict[str, Any]]) -> list[Widget]:
@@ -25,7 +30,8 @@ def history_widgets(messages: list[dict[str, Any]]) -> list[Widget]:
         role, content = message.get("role"), message.get("content")
         text = content if isinstance(content, str) else ""
         if role == "user":
-            widgets.append(UserMessage(_prompt_only(text)))
+            note = next((note for prefix, note in _OWN_NOTES.items() if text.startswith(prefix)), None)
+            widgets.append(Notice(note) if note else UserMessage(_prompt_only(text)))
         elif role == "assistant":
             if text.strip():
                 widgets.append(AssistantMessage(text))

@@ -40,7 +40,7 @@ async def run_command(app: KimicodeApp, command: SlashCommand, argument: str) ->
         if app.agent is None:
             app.show_notice(f"/{command.name}: not connected to a model yet", "warning")
             return
-        if app.busy:
+        if app.turn_running:
             app.show_notice(f"/{command.name}: wait for the turn to finish or interrupt it (Esc)", "warning")
             return
     handler = globals()[f"_{command.name}"]
@@ -82,6 +82,10 @@ async def _model(app: KimicodeApp, argument: str) -> None:
     app.flags, app.settings = flags, settings
     app.status.set(model=backend.info.name)
     app.show_notice(f"model: {backend.info.name} (context {tokens(backend.info.context_window)})")
+    if argument not in settings.models:
+        app.show_notice(f"{argument} is not in the models table: assuming a {tokens(backend.info.context_window)} "
+                        f'context and no prices; add [models."{argument}"] to the config if that is wrong',
+                        "warning")
 
 
 async def _mode(app: KimicodeApp, argument: str) -> None:
@@ -123,8 +127,14 @@ async def _diff(app: KimicodeApp, argument: str) -> None:
         app.show_notice("no changes in this session yet" if agent and agent.checkpoints else
                         "/diff needs checkpoints (checkpoints = true)")
         return
+    from kimicode.agent.checkpoints import CheckpointError
+
     store = agent.checkpoints
-    diff = await asyncio.to_thread(store.diff, store.get(app.session_start))
+    try:
+        diff = await asyncio.to_thread(store.diff, store.get(app.session_start))
+    except (CheckpointError, OSError) as exc:
+        app.show_notice(f"/diff: {exc}", "warning")
+        return
     if not diff.strip():
         app.show_notice("no changes in this session")
         return
@@ -141,12 +151,15 @@ async def _compact(app: KimicodeApp, argument: str) -> None:
     agent = app.agent
     assert agent is not None
     before = agent.meter.tokens(agent.messages)
-    notice = app.show_notice("compacting…")
+    notice = app.show_notice("compacting… (Esc cancels)")
     try:
         done = await agent.compact(keep_tokens=0)  # asked for: summarise all but the latest step
     except BackendError as exc:
         notice.update(Text(f"/compact failed: {exc}"))
         return
+    except asyncio.CancelledError:
+        notice.update(Text("/compact cancelled; the conversation is unchanged"))
+        raise
     after = agent.meter.tokens(agent.messages)
     notice.update(f"compacted: {before:,} → {after:,} tokens" if done else "nothing to compact yet")
 

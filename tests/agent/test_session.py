@@ -167,3 +167,19 @@ def test_resuming_a_session_of_another_workspace_is_refused(fake_openai, tmp_pat
     proc = subprocess.run([sys.executable, "-m", "kimicode", "--resume", state.id, "--task", "x"], cwd=tmp_path / "b",
                           env=env_for(fake_openai), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "belongs to" in proc.stderr
+
+
+def test_odd_session_ids_and_records_out_of_order_are_refused_cleanly(tmp_path):
+    import pytest as _pytest
+
+    from kimicode.agent.session import SessionError, find_session, load_session, sessions_dir
+
+    for bad in ("/tmp/x", "a**", "../x", "", "id with space"):
+        with _pytest.raises(SessionError, match="not a session id"):
+            find_session(bad)
+    sessions_dir().mkdir(parents=True, exist_ok=True)
+    odd = sessions_dir() / "20260101-000000-abcdef.jsonl"
+    odd.write_text('{"type": "meta", "id": "x", "cwd": "/"}\n{"type": "system", "content": "early"}\n'
+                   '{"type": "message", "message": {"role": "user", "content": "hi"}}\n')
+    state = load_session(odd)  # a system record before any message is skipped, not a crash
+    assert state.skipped_lines == 1 and state.messages == [{"role": "user", "content": "hi"}]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from kimicode.agent.session import list_sessions
-from kimicode.tui.screens.approval import ApprovalScreen
+from kimicode.tui.screens.approval import ARM_DELAY, ApprovalScreen
 from kimicode.tui.widgets.plan import PlanPanel
 from tests.fakes.openai_server import Reply, ToolCall
 from tests.processes import gone
@@ -30,7 +30,9 @@ async def idle(pilot) -> None:
 
 
 async def approval(pilot) -> ApprovalScreen:
+    """The approval modal, once it takes answers (it ignores keys for ARM_DELAY after opening)."""
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, ApprovalScreen))
+    await pilot.pause(ARM_DELAY + 0.05)
     return pilot.app.screen
 
 
@@ -132,6 +134,8 @@ async def test_allow_always_stops_asking_for_that_command(make_app, fake_openai,
         modal = await approval(pilot)
         assert modal.request.rules == ("shell:touch",)
         assert "always allow shell:touch" in screen_text(app)
+        await pilot.press("a")
+        assert "again: always allow shell:touch in this project" in screen_text(app)
         await pilot.press("a")
         await idle(pilot)
         await send(pilot, "second")
@@ -465,3 +469,88 @@ async def test_compact_summarises_older_turns_and_init_runs_a_turn(make_app, fak
         await idle(pilot)
         assert "Wrote AGENTS.md." in screen_text(app)
     assert "AGENTS.md" in fake_openai.requests[-2]["messages"][-1]["content"]  # the /init prompt
+
+
+async def test_keys_typed_as_the_modal_opens_go_to_the_prompt_not_to_the_modal(make_app, fake_openai, repo):
+    from kimicode.approval import RuleStore
+    from kimicode.paths import project_grants_path
+
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": "touch made"})]), Reply(text="ok"))
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "go")
+        await wait_for(pilot, lambda: isinstance(app.screen, ApprovalScreen))
+        await type_text(pilot, "and yes also")  # the user was still typing their next prompt
+        assert isinstance(app.screen, ApprovalScreen) and not (repo / "made").exists()
+        assert app.prompt_input.text == "and yes also"  # nothing typed was lost
+        await pilot.pause(ARM_DELAY + 0.05)
+        await pilot.press("a", "x")  # a lasting grant needs a second `a`; another key backs out
+        assert isinstance(app.screen, ApprovalScreen)
+        await pilot.press("n")
+        await type_text(pilot, "not now")
+        await pilot.press("enter")
+        await idle(pilot)
+    assert not (repo / "made").exists()
+    assert RuleStore(project_grants_path(repo)).load() == []
+
+
+async def test_a_long_diff_keeps_the_modal_keys_visible_at_80x24(make_app, fake_openai, repo):
+    body = "".join(f"line {i}\n" for i in range(60))
+    fake_openai.script(Reply(tool_calls=[ToolCall("write_file", {"path": "long.txt", "content": body})]),
+                       Reply(text="ok"))
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "write it")
+        await approval(pilot)
+        shown = screen_text(app)
+        assert "allow once" in shown and "deny with a note" in shown and "+line 0" in shown
+
+
+async def test_mode_survives_clear_and_escape_cancels_a_slow_compact(make_app, fake_openai):
+    fake_openai.script(Reply(text="one"), Reply(text="two"), Reply(text="never used", hang=True))
+    app = make_app(approval_mode="yolo")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "/mode ask")
+        await send(pilot, "/clear")
+        await wait_for(pilot, lambda: "new session" in screen_text(app))
+        assert app.agent.policy.mode == "ask" and " ask " in screen_text(app)
+        for prompt in ("a", "b"):
+            await send(pilot, prompt)
+            await idle(pilot)
+        before = list(app.agent.messages)
+        await send(pilot, "/compact")
+        await wait_for(pilot, lambda: "compacting" in screen_text(app))
+        await type_text(pilot, "typed meanwhile")  # keys keep working during the command
+        assert app.prompt_input.text == "typed meanwhile"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.busy and "cancelled" in screen_text(app))
+        assert app.agent.messages == before
+
+
+async def test_bad_resume_ids_page_keys_and_tab_order(make_app, fake_openai):
+    from textual.widgets._collapsible import CollapsibleTitle
+
+    fake_openai.script(*(Reply(tool_calls=[ToolCall("read_file", {"path": "app.py"})]) for _ in range(30)),
+                       Reply(text="done reading"))
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        for bad in ("/tmp/x", "a**"):
+            await send(pilot, f"/resume {bad}")
+            await wait_for(pilot, lambda: "not a session id" in screen_text(app))
+        await send(pilot, "read a lot")
+        await idle(pilot)
+        chat = app.chat
+        bottom = chat.scroll_y
+        assert bottom > 0
+        await pilot.press("pageup")
+        await wait_for(pilot, lambda: chat.scroll_y < bottom)  # the prompt has focus, the chat scrolls
+        await pilot.press("pagedown")
+        await pilot.press("tab")
+        rows = list(chat.query(CollapsibleTitle))
+        assert app.focused is rows[-1]  # the newest row first
+        await pilot.press("tab")
+        assert app.focused is rows[-2]

@@ -96,3 +96,20 @@ def test_long_answers_are_cut_into_segments_only_between_blocks():
         assert fences % 2 == 0, "a code block was split"
         assert segment.endswith("\n\n") or segment.endswith("\n")
         assert segment.count("\n") >= SEGMENT_LINES
+
+
+def test_replay_draws_kimicodes_own_notes_as_notes_and_strips_attached_files():
+    from kimicode import prompts
+    from kimicode.agent.mentions import HEADER
+    from kimicode.tui.replay import history_widgets
+    from kimicode.tui.widgets.chat import Notice, UserMessage
+
+    messages = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": prompts.render("compacted", summary="S", plan="", transcript="/t")},
+        {"role": "user", "content": "look at @a.py" + HEADER + '<file path="a.py">\nsecret\n</file>'},
+        {"role": "user", "content": prompts.render("tests_failed", command="pytest", summary="1 failed")},
+    ]
+    widgets = history_widgets(messages)
+    assert [type(w) for w in widgets] == [Notice, UserMessage, Notice]
+    assert widgets[1].prompt == "look at @a.py"

@@ -112,3 +112,19 @@ def test_without_a_terminal_it_points_to_headless_mode(fake_openai, repo):
                           stdin=subprocess.DEVNULL, timeout=30)
     assert done.returncode == 2
     assert "needs a terminal" in done.stderr and "--task" in done.stderr
+
+
+def test_sigterm_and_a_closed_terminal_stop_running_commands(tmux_kimicode, fake_openai, repo):
+    for signal_name, n in (("TERM", 1), ("HUP", 2)):
+        fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": f"echo $$ > pid{n}; echo started; sleep 60"})]))
+        term = tmux_kimicode("--yolo")
+        term.wait_for(lambda: "shift+tab mode" in term.screen())
+        term.keys("go", "Enter")
+        term.wait_for(lambda: (repo / f"pid{n}").exists() and "started" in term.screen())
+        command_pid = int((repo / f"pid{n}").read_text())
+        shell_pid = term.pane("pane_pid")
+        app_pid = subprocess.run(["pgrep", "-P", shell_pid], capture_output=True, text=True).stdout.split()[0]
+        subprocess.run(["kill", f"-{signal_name}", app_pid], check=True)
+        term.wait_for(lambda: "kimicode-exit=" in term.screen())
+        assert gone(command_pid), f"SIG{signal_name} left the command running"
+        assert term.pane("alternate_on") == "0"

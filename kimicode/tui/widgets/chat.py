@@ -22,6 +22,7 @@ class ChatLog(VerticalScroll, can_focus=False):
 
 class UserMessage(Static):
     def __init__(self, prompt: str, queued: bool = False) -> None:
+        self.prompt = prompt
         text = Text("❯ ", style="bold")
         text.append(prompt)
         super().__init__(text, classes="queued" if queued else None)
