@@ -170,6 +170,28 @@ def undo(
 
 
 @app.command()
+def acp(
+    provider: Annotated[Optional[str], typer.Option(help="Provider name from the config (moonshot, openrouter, custom, …).")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (vLLM, SGLang, a proxy).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging to stderr.")] = False,
+) -> None:
+    """Serve the Agent Client Protocol on stdin/stdout, for editors (Zed, JetBrains, Neovim, Emacs)."""
+    import asyncio
+
+    import os
+    import stat
+
+    from kimicode.acp.server import serve
+
+    if not stat.S_ISFIFO(os.fstat(1).st_mode) and not stat.S_ISSOCK(os.fstat(1).st_mode):
+        _fail("`kimicode acp` talks to an editor over pipes; configure your editor to start it (docs/editors.md)")
+    _setup_logging(verbose)  # stderr: stdout carries only protocol frames
+    flags = {"provider": provider, "base_url": base_url, "model": model}
+    asyncio.run(serve({k: v for k, v in flags.items() if v is not None}))
+
+
+@app.command()
 def index(
     path: Annotated[Optional[Path], typer.Argument(help="Repository folder (default: the current one).")] = None,
 ) -> None:

@@ -1,0 +1,1 @@
+"""`kimicode acp`: the agent served over the Agent Client Protocol (stdio) for editors."""
