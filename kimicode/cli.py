@@ -182,7 +182,7 @@ def acp(
     import os
     import stat
 
-    from kimicode.acp.server import serve
+    from kimicode.acp.stdio import serve
 
     if not stat.S_ISFIFO(os.fstat(1).st_mode) and not stat.S_ISSOCK(os.fstat(1).st_mode):
         _fail("`kimicode acp` talks to an editor over pipes; configure your editor to start it (docs/editors.md)")
@@ -342,6 +342,13 @@ def _fail(message: str) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["acp"]:
+        # Editors start `kimicode acp` and wait for `initialize`: skip typer's pydantic import here too.
+        try:
+            acp()
+        except typer.Exit as stop:
+            sys.exit(stop.exit_code)
+        sys.exit(0)
     if len(sys.argv) == 1:
         # Bare `kimicode`, the most common start: skip typer, whose argument coercion
         # imports pydantic (~230 ms before the first frame); the agent loads it later anyway.

@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,6 @@ from typing import Any
 import acp
 from acp import RequestError
 from acp.schema import (
-    AgentCapabilities,
     AuthenticateResponse,
     ClientCapabilities,
     CurrentModeUpdate,
@@ -31,15 +28,11 @@ from acp.schema import (
     InitializeResponse,
     ListSessionsResponse,
     LoadSessionResponse,
-    McpCapabilities,
     NewSessionResponse,
     PermissionOption,
-    PromptCapabilities,
     PromptResponse,
     ResourceContentBlock,
-    SessionCapabilities,
     SessionInfo,
-    SessionListCapabilities,
     SessionMode,
     SessionModeState,
     SetSessionModeResponse,
@@ -49,6 +42,7 @@ from acp.schema import (
 )
 
 from kimicode.acp import updates
+from kimicode.acp.handshake import initialize_result
 from kimicode.events import (
     Approval,
     ApprovalRequested,
@@ -74,7 +68,6 @@ MODES = {
 }
 _STOP_REASONS = {"end_turn": "end_turn", "cancelled": "cancelled", "max_steps": "max_turn_requests",
                  "max_tokens": "max_tokens", "length": "max_tokens"}
-STDIO_LIMIT = 50 * 1024 * 1024  # bytes in one JSON-RPC line (embedded files can be large)
 _DECISIONS = {"allow_once": Decision.ALLOW_ONCE, "allow_always": Decision.ALLOW_ALWAYS, "reject": Decision.DENY}
 
 
@@ -103,20 +96,8 @@ class KimicodeAcpAgent:
 
     async def initialize(self, protocol_version: int, client_capabilities: ClientCapabilities | None = None,
                          client_info: Implementation | None = None, **kwargs: Any) -> InitializeResponse:
-        from kimicode import __version__
-
         self.client_capabilities = client_capabilities or ClientCapabilities()
-        return InitializeResponse(
-            protocol_version=acp.PROTOCOL_VERSION,
-            agent_capabilities=AgentCapabilities(
-                load_session=True,
-                prompt_capabilities=PromptCapabilities(embedded_context=True, image=False, audio=False),
-                mcp_capabilities=McpCapabilities(http=True, sse=False),
-                session_capabilities=SessionCapabilities(list=SessionListCapabilities()),
-            ),
-            agent_info=Implementation(name="kimicode", title="kimicode", version=__version__),
-            auth_methods=[],
-        )
+        return InitializeResponse.model_validate(initialize_result())
 
     async def authenticate(self, method_id: str, **kwargs: Any) -> AuthenticateResponse:
         return AuthenticateResponse()
@@ -370,50 +351,3 @@ def _read_text(path: Path) -> str | None:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-
-
-async def serve(flags: dict[str, Any]) -> None:
-    """Speak ACP on stdin/stdout until the client closes stdin. Only protocol frames reach
-    stdout: fd 1 is pointed at stderr, so a stray print or child process cannot corrupt them."""
-    from acp.stdio import stdio_streams
-
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    sys.stdout = protocol_out  # type: ignore[assignment]  # stdio_streams connects what it finds here
-    try:
-        reader, writer = await stdio_streams(limit=STDIO_LIMIT)
-    finally:
-        sys.stdout = sys.stderr
-    checked = asyncio.StreamReader(limit=STDIO_LIMIT)
-    pump = asyncio.create_task(_check_frames(reader, checked, writer))
-    agent = KimicodeAcpAgent(flags)
-    try:
-        await acp.run_agent(agent, input_stream=writer, output_stream=checked)
-    finally:
-        pump.cancel()
-        await agent.close()
-
-
-async def _check_frames(source: asyncio.StreamReader, checked: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Pass on well-formed JSON-RPC lines; answer the rest with a JSON-RPC error (the SDK
-    would only log them, and a bare number or list would stop its reader)."""
-    try:
-        while line := await source.readline():
-            if not line.strip():
-                continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                message = None
-            if isinstance(message, dict) and message.get("jsonrpc") == "2.0":
-                checked.feed_data(line if line.endswith(b"\n") else line + b"\n")
-                continue
-            code, text = (-32700, "Parse error") if message is None else (-32600, "Invalid Request")
-            request_id = message.get("id") if isinstance(message, dict) else None
-            writer.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": text}})
-                         .encode() + b"\n")
-            await writer.drain()
-    except (ValueError, ConnectionError) as exc:  # a line over the limit, or the client went away
-        log.warning("stopped reading the client: %s", exc)
-    finally:
-        checked.feed_eof()

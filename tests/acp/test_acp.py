@@ -260,3 +260,13 @@ def test_outside_a_pipe_it_explains_itself(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "kimicode", "acp"], stdout=f, stderr=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True, timeout=30)
     assert proc.returncode == 2 and "over pipes" in proc.stderr and out.read_text() == ""
+
+
+def test_the_quick_initialize_answer_matches_the_sdk_schema():
+    from acp.schema import InitializeResponse
+
+    from kimicode.acp.handshake import PROTOCOL_VERSION, initialize_result
+
+    assert PROTOCOL_VERSION == acp.PROTOCOL_VERSION
+    parsed = InitializeResponse.model_validate(initialize_result())
+    assert parsed.model_dump(by_alias=True, exclude_unset=True) == initialize_result()
