@@ -42,6 +42,7 @@ from acp.schema import (
 )
 
 from kimicode.acp import updates
+from kimicode.acp.files import EditorFiles
 from kimicode.acp.handshake import initialize_result
 from kimicode.events import (
     Approval,
@@ -83,11 +84,19 @@ class AcpSession:
 
 
 class KimicodeAcpAgent:
-    def __init__(self, flags: dict[str, Any] | None = None) -> None:
+    def __init__(self, flags: dict[str, Any] | None = None, handshake: dict[str, Any] | None = None) -> None:
         self.flags = flags or {}
         self.sessions: dict[str, AcpSession] = {}
-        self.client_capabilities = ClientCapabilities()
+        # The `initialize` params when the stdio front door answered it (see stdio.py).
+        self._handshake = handshake if handshake is not None else {}
+        self._capabilities: ClientCapabilities | None = None
         self._conn: Any = None
+
+    @property
+    def client_capabilities(self) -> ClientCapabilities:
+        if self._capabilities is None:
+            self._capabilities = ClientCapabilities.model_validate(self._handshake.get("clientCapabilities") or {})
+        return self._capabilities
 
     def on_connect(self, conn: Any) -> None:
         self._conn = conn
@@ -96,7 +105,7 @@ class KimicodeAcpAgent:
 
     async def initialize(self, protocol_version: int, client_capabilities: ClientCapabilities | None = None,
                          client_info: Implementation | None = None, **kwargs: Any) -> InitializeResponse:
-        self.client_capabilities = client_capabilities or ClientCapabilities()
+        self._capabilities = client_capabilities or ClientCapabilities()
         return InitializeResponse.model_validate(initialize_result())
 
     async def authenticate(self, method_id: str, **kwargs: Any) -> AuthenticateResponse:
@@ -161,6 +170,10 @@ class KimicodeAcpAgent:
         except (ConfigError, SessionError, OSError) as exc:
             raise RequestError.internal_error({"message": str(exc)}) from exc
         session = AcpSession(agent.session.id, agent, root)
+        fs = self.client_capabilities.fs
+        if fs is not None and (fs.read_text_file or fs.write_text_file):
+            agent.ctx.files = EditorFiles(self._conn, session.id, read=bool(fs.read_text_file),
+                                          write=bool(fs.write_text_file))
         self.sessions[session.id] = session
         return session
 

@@ -33,9 +33,10 @@ async def serve(flags: dict[str, Any]) -> None:
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
     for_sdk = asyncio.StreamReader(limit=STDIO_LIMIT)
-    pump = asyncio.create_task(_check_frames(reader, for_sdk, writer))
+    handshake: dict[str, Any] = {}  # the params of the `initialize` answered here
+    pump = asyncio.create_task(_check_frames(reader, for_sdk, writer, handshake))
     server = await asyncio.to_thread(_load_server)  # the SDK import, off the loop that answers initialize
-    agent = server.KimicodeAcpAgent(flags)
+    agent = server.KimicodeAcpAgent(flags, handshake)
     try:
         import acp
 
@@ -51,7 +52,8 @@ def _load_server() -> Any:
     return server
 
 
-async def _check_frames(source: asyncio.StreamReader, for_sdk: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _check_frames(source: asyncio.StreamReader, for_sdk: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        handshake: dict[str, Any]) -> None:
     """Pass well-formed JSON-RPC lines to the SDK, answer the first `initialize` at once, and
     answer malformed lines with a JSON-RPC error (the SDK would only log them, and a bare
     number or list would stop its reader)."""
@@ -70,6 +72,8 @@ async def _check_frames(source: asyncio.StreamReader, for_sdk: asyncio.StreamRea
                 await _write(writer, {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": text}})
             elif message.get("method") == "initialize" and "id" in message and not answered_initialize:
                 answered_initialize = True
+                params = message.get("params")
+                handshake.update(params if isinstance(params, dict) else {})
                 await _write(writer, {"jsonrpc": "2.0", "id": message["id"], "result": initialize_result()})
             else:
                 for_sdk.feed_data(line if line.endswith(b"\n") else line + b"\n")

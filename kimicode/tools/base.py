@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kimicode.events import Event, ToolKind
+from kimicode.tools.file_access import LocalFiles
 from kimicode.workspace import PathError, Workspace
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ToolContext:
     # Files the agent has seen, with their stamp then: overwriting a file the agent
     # never read, or that changed on disk since, is refused so user edits survive.
     seen_files: dict[Path, FileStamp] = field(default_factory=dict)
+    files: LocalFiles = field(default_factory=LocalFiles)  # where file contents are read and written
     changed_files: set[Path] = field(default_factory=set)
 
     def note_seen(self, path: Path) -> None:

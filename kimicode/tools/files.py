@@ -9,10 +9,7 @@ directory, fsynced, then renamed over the target.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import secrets
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,30 +74,6 @@ def unified_diff(rel: str, before: str | None, after: str) -> str:
 def _lines_keeping_ends(text: str) -> list[str]:
     """Like str.splitlines(keepends=True), but splitting on "\\n" only (see split_lines)."""
     return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old or the new file, never
-    half of one; an existing file keeps its mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode: int | None = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = None
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # 0o666 lets the umask decide a new file's mode, as for any file the user creates.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -185,7 +158,7 @@ class ReadFile(Tool[ReadFileParams]):
         rel = ctx.workspace.relative(real)
         with os_errors_reported(rel):
             require_regular_file(ctx, real, rel)
-            data = real.read_bytes()
+            data = await ctx.files.read_bytes(real)
             if is_binary(data):
                 raise ToolError(f"{rel} is a binary file, {len(data)} bytes; read_file only shows text")
             ctx.note_seen(real)
@@ -248,8 +221,8 @@ class WriteFile(Tool[WriteFileParams]):
             if real.exists():
                 require_regular_file(ctx, real, rel)
                 require_read_and_unchanged(ctx, real, rel)
-                before = real.read_bytes().decode("utf-8", errors="replace")
-            atomic_write(real, params.content.encode("utf-8"))
+                before = (await ctx.files.read_bytes(real)).decode("utf-8", errors="replace")
+            await ctx.files.write_bytes(real, params.content.encode("utf-8"))
             ctx.note_written(real)
         verb = "Created" if before is None else "Overwrote"
         return ToolResult(
@@ -313,7 +286,7 @@ class EditFile(Tool[EditFileParams]):
         replacement = Replacement(
             old_string=params.old_string, new_string=params.new_string, replace_all=params.replace_all
         )
-        return apply_edits(ctx, params.path, [replacement])
+        return await apply_edits(ctx, params.path, [replacement])
 
 
 class MultiEdit(Tool[MultiEditParams]):
@@ -332,20 +305,20 @@ class MultiEdit(Tool[MultiEditParams]):
         return f"Edit {params.path} ({len(params.edits)} edits)"
 
     async def run(self, params: MultiEditParams, ctx: ToolContext) -> ToolResult:
-        return apply_edits(ctx, params.path, params.edits)
+        return await apply_edits(ctx, params.path, params.edits)
 
 
-def apply_edits(ctx: ToolContext, path: str, replacements: list[Replacement]) -> ToolResult:
+async def apply_edits(ctx: ToolContext, path: str, replacements: list[Replacement]) -> ToolResult:
     real = ctx.workspace.resolve(path, for_write=True)
     rel = ctx.workspace.relative(real)
     with os_errors_reported(rel):
         require_regular_file(ctx, real, rel)
         require_read_and_unchanged(ctx, real, rel)
-        before = _read_editable_text(real, rel)
+        before = _editable_text(await ctx.files.read_bytes(real), rel)
         if "\r\n" in before:
             replacements = [_with_crlf(r) for r in replacements]
         after, count = _apply_all(before, replacements, rel)
-        atomic_write(real, after.encode("utf-8"))
+        await ctx.files.write_bytes(real, after.encode("utf-8"))
         ctx.note_written(real)
     return ToolResult(
         f"Edited {rel}: {plural(count, 'replacement')}.\n{_changed_snippet(before, after)}",
@@ -353,8 +326,7 @@ def apply_edits(ctx: ToolContext, path: str, replacements: list[Replacement]) ->
     )
 
 
-def _read_editable_text(real: Path, rel: str) -> str:
-    data = real.read_bytes()
+def _editable_text(data: bytes, rel: str) -> str:
     if is_binary(data):
         raise ToolError(f"{rel} is a binary file, {len(data)} bytes; it cannot be edited as text")
     try:

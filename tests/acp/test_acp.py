@@ -270,3 +270,47 @@ def test_the_quick_initialize_answer_matches_the_sdk_schema():
     assert PROTOCOL_VERSION == acp.PROTOCOL_VERSION
     parsed = InitializeResponse.model_validate(initialize_result())
     assert parsed.model_dump(by_alias=True, exclude_unset=True) == initialize_result()
+
+
+class BufferEditor(EditorClient):
+    """An editor with an unsaved buffer: reads and writes go through it, not the disk."""
+
+    def __init__(self, buffers: dict[str, str]) -> None:
+        super().__init__("allow_once")
+        self.buffers = buffers
+        self.writes: list[tuple[str, str]] = []
+
+    async def read_text_file(self, session_id, path, line=None, limit=None, **kwargs):
+        from acp.schema import ReadTextFileResponse
+
+        if path not in self.buffers:
+            raise acp.RequestError.resource_not_found(path)
+        return ReadTextFileResponse(content=self.buffers[path])
+
+    async def write_text_file(self, session_id, path, content, **kwargs):
+        from acp.schema import WriteTextFileResponse
+
+        self.writes.append((path, content))
+        self.buffers[path] = content
+        return WriteTextFileResponse()
+
+
+async def test_reads_and_writes_go_through_an_editor_that_offers_fs(fake_openai, project):
+    from acp.schema import FileSystemCapabilities
+
+    app = str(project / "app.py")
+    fake_openai.script(*read_then_edit(), Reply(text="done"))
+    client = BufferEditor({app: "VALUE = 1  # unsaved edit in the editor\n"})
+    spawned = acp.spawn_agent_process(client, sys.executable, "-m", "kimicode", "acp", env=agent_env(fake_openai), cwd=project)
+    conn, process = await spawned.__aenter__()
+    try:
+        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION, client_capabilities=ClientCapabilities(
+            fs=FileSystemCapabilities(read_text_file=True, write_text_file=True)))
+        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        await conn.prompt(session_id=session.session_id, prompt=[acp.text_block("bump VALUE")])
+    finally:
+        await spawned.__aexit__(None, None, None)
+    read_result = [m for m in fake_openai.requests[1]["messages"] if m["role"] == "tool"][0]["content"]
+    assert "unsaved edit in the editor" in read_result  # the model saw the buffer, not the disk
+    assert client.writes == [(app, "VALUE = 2  # unsaved edit in the editor\n")]
+    assert (project / "app.py").read_text() == "VALUE = 1\n"  # the editor decides when to save
