@@ -12,9 +12,10 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from kimicode.backends.base import ModelInfo
 from kimicode.paths import project_config_path, user_config_path
@@ -72,6 +73,49 @@ class PermissionSettings(_Strict):
     deny: list[str] = Field(default_factory=list, description="Rules always refused, same syntax.")
 
 
+def _mcp_server_name(name: str) -> str:
+    # The name prefixes each of the server's tool names, which allow only these.
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise PydanticCustomError(
+            "mcp_server_name", "MCP server name '{name}' may use only letters, digits, '_' and '-'", {"name": name}
+        )
+    return name
+
+
+class McpServerSettings(_Strict):
+    """One MCP server: a command run over stdio, or a streamable HTTP url."""
+
+    command: str | None = Field(None, description="Program that runs a stdio server, e.g. 'npx' or 'uvx'.")
+    args: list[str] = Field(default_factory=list, description="Arguments of the command.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment of the command; ${VAR} is read from kimicode's."
+    )
+    cwd: str | None = Field(None, description="Working folder of the command, relative to the workspace (default: it).")
+    url: str | None = Field(None, description="Endpoint of a streamable HTTP server, e.g. https://example.com/mcp.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="HTTP headers sent to the url; ${VAR} is read from the environment."
+    )
+    timeout: float = Field(60.0, gt=0, description="Seconds one tool call may take.")
+    startup_timeout: float = Field(20.0, gt=0, description="Seconds to start the server and list its tools.")
+    enabled: bool = Field(True, description="false keeps the entry without starting the server.")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSettings:
+        if (self.command is None) == (self.url is None):
+            raise PydanticCustomError(
+                "mcp_transport", "set exactly one of 'command' (a stdio server) or 'url' (a streamable HTTP server)"
+            )
+        misplaced = ["headers"] if self.command and self.headers else []
+        misplaced += [key for key in ("args", "env", "cwd") if self.url and getattr(self, key)]
+        if misplaced:
+            raise PydanticCustomError(
+                "mcp_transport",
+                "{keys} apply only to {kind} servers",
+                {"keys": ", ".join(f"'{key}'" for key in misplaced), "kind": "HTTP" if self.command else "command"},
+            )
+        return self
+
+
 class Settings(_Strict):
     provider: str = Field("moonshot", description="A name from [providers], or 'custom' with base_url.")
     base_url: str | None = Field(None, description="Overrides the provider's endpoint.")
@@ -98,6 +142,9 @@ class Settings(_Strict):
     theme: str = Field("textual-dark", description="Colours of the interactive app: textual-dark, textual-light, nord, gruvbox, …")
     trusted_projects: list[str] = Field(
         default_factory=list, description="Project folders whose own .kimicode/config.toml is fully trusted."
+    )
+    mcp_servers: dict[Annotated[str, AfterValidator(_mcp_server_name)], McpServerSettings] = Field(
+        default_factory=dict, description="MCP servers whose tools the agent may use, by name (see docs/mcp.md)."
     )
 
 
@@ -148,8 +195,9 @@ def load_settings(
 
 
 # Keys a repository's own .kimicode/config.toml may not set unless the user trusts it:
-# they could send the user's API keys elsewhere or loosen what runs without asking.
-_TRUST_ONLY_KEYS = ("base_url", "api_key", "providers", "trusted_projects", "permissions.allow")
+# they could send the user's API keys elsewhere or loosen what runs without asking
+# (an MCP server is a command kimicode would start).
+_TRUST_ONLY_KEYS = ("base_url", "api_key", "providers", "trusted_projects", "permissions.allow", "mcp_servers")
 _TRUST_ONLY_MODES = ("auto", "yolo")
 
 

@@ -43,6 +43,7 @@ from acp.schema import (
 
 from kimicode.acp import updates
 from kimicode.acp.files import EditorFiles
+from kimicode.acp.terminal import EditorTerminal
 from kimicode.acp.handshake import initialize_result
 from kimicode.events import (
     Approval,
@@ -174,6 +175,8 @@ class KimicodeAcpAgent:
         if fs is not None and (fs.read_text_file or fs.write_text_file):
             agent.ctx.files = EditorFiles(self._conn, session.id, read=bool(fs.read_text_file),
                                           write=bool(fs.write_text_file))
+        if self.client_capabilities.terminal:
+            agent.ctx.terminal = EditorTerminal(self._conn, session.id)
         self.sessions[session.id] = session
         return session
 

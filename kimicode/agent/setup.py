@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kimicode import prompts
 from kimicode.agent.instructions import ProjectInstructions
@@ -20,7 +22,7 @@ from kimicode.index.repomap import default_budget, render_map
 from kimicode.backends.base import Backend
 from kimicode.config import ApprovalMode, Endpoint, Settings, resolve_endpoint
 from kimicode.paths import project_grants_path
-from kimicode.tools.base import ToolContext, ToolRegistry
+from kimicode.tools.base import Tool, ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
 from kimicode.tools.registry import builtin_tools
 from kimicode.tools.symbols import FindReferences, FindSymbol, RepoMap
@@ -30,9 +32,17 @@ log = logging.getLogger(__name__)
 
 
 def create_agent(
-    settings: Settings, workspace_root: Path, *, default_mode: ApprovalMode, resume: SessionState | None = None
+    settings: Settings,
+    workspace_root: Path,
+    *,
+    default_mode: ApprovalMode,
+    resume: SessionState | None = None,
+    extra_tools: Sequence[Tool[Any]] = (),
 ) -> Agent:
-    """An agent for `workspace_root`, continuing the session `resume` if given."""
+    """An agent for `workspace_root`, continuing the session `resume` if given.
+
+    `extra_tools` (MCP servers' tools, say) come after the built-in ones; one whose
+    name a built-in tool already has is left out, with a warning."""
     endpoint = resolve_endpoint(settings)
     mode = settings.approval_mode or default_mode
     workspace = Workspace(workspace_root)
@@ -59,9 +69,15 @@ def create_agent(
     # Files the agent edited weigh more in the map; they change only when files change,
     # which rebuilds the map anyway, so this costs no extra prompt-cache misses.
     edited = lambda: {workspace.relative(path) for path in ctx.changed_files}  # noqa: E731
+    tools: list[Tool[Any]] = [*builtin_tools(), *symbol_tools, UpdatePlan()]
+    for tool in extra_tools:
+        if any(tool.name == known.name for known in tools):
+            log.warning("tool %s is left out: another tool has that name", tool.name)
+        else:
+            tools.append(tool)
     return Agent(
         backend,
-        ToolRegistry([*builtin_tools(), *symbol_tools, UpdatePlan()]),
+        ToolRegistry(tools),
         policy,
         ctx,
         lambda: system_prompt(workspace, policy.mode, repo_map.text(edited())),

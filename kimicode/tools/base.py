@@ -57,6 +57,7 @@ class ToolContext:
     # never read, or that changed on disk since, is refused so user edits survive.
     seen_files: dict[Path, FileStamp] = field(default_factory=dict)
     files: LocalFiles = field(default_factory=LocalFiles)  # where file contents are read and written
+    terminal: Any = None  # runs shell commands elsewhere (an editor's terminal): run(...) -> TerminalRun
     changed_files: set[Path] = field(default_factory=set)
 
     def note_seen(self, path: Path) -> None:

@@ -71,6 +71,15 @@ class Shell(Tool[ShellParams]):
         if not cwd.is_dir():
             raise ToolError(f"cwd {params.cwd} is not a directory")
         timeout = min(params.timeout or ctx.shell_timeout, MAX_TIMEOUT_S)
+        if ctx.terminal is not None:  # an editor's terminal (ACP terminal/*) runs it
+            run = await ctx.terminal.run(params.command, cwd, timeout, ctx.call_id, ENV_OVERRIDES)
+            output = HeadTail(HEAD_BYTES, TAIL_BYTES)
+            output.add(run.output.encode("utf-8", errors="replace"))
+            if run.timed_out:
+                footer = f"[timed out after {timeout:g} s; the command was stopped]"
+                return _result(params.command, output, run.exit_code, footer, is_error=True)
+            cut = "[the terminal kept only the end of the output]\n" if run.truncated else ""
+            return _result(params.command, output, run.exit_code, f"{cut}[exit code {run.exit_code}]")
         output = HeadTail(HEAD_BYTES, TAIL_BYTES)
         process = await _start(params.command, cwd)
         assert process.stdout is not None

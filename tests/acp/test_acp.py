@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -314,3 +316,73 @@ async def test_reads_and_writes_go_through_an_editor_that_offers_fs(fake_openai,
     assert "unsaved edit in the editor" in read_result  # the model saw the buffer, not the disk
     assert client.writes == [(app, "VALUE = 2  # unsaved edit in the editor\n")]
     assert (project / "app.py").read_text() == "VALUE = 1\n"  # the editor decides when to save
+
+
+class TerminalEditor(EditorClient):
+    """An editor with terminals: it runs the commands itself (here: real bash processes)."""
+
+    def __init__(self) -> None:
+        super().__init__("allow_once")
+        self.terminals: dict[str, Any] = {}
+        self.calls: list[str] = []
+
+    async def create_terminal(self, session_id, command, args=None, env=None, cwd=None, output_byte_limit=None, **kw):
+        from acp.schema import CreateTerminalResponse
+
+        self.calls.append(f"create {command} {' '.join(args or [])}")
+        extra = {e.name: e.value for e in env or []}
+        process = await asyncio.create_subprocess_exec(command, *(args or []), cwd=cwd, env={**os.environ, **extra},
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                       start_new_session=True)
+        terminal_id = f"term-{len(self.terminals)}"
+        self.terminals[terminal_id] = (process, asyncio.create_task(process.stdout.read()))
+        return CreateTerminalResponse(terminal_id=terminal_id)
+
+    async def wait_for_terminal_exit(self, session_id, terminal_id, **kw):
+        from acp.schema import WaitForTerminalExitResponse
+
+        process, _ = self.terminals[terminal_id]
+        return WaitForTerminalExitResponse(exit_code=await process.wait())
+
+    async def terminal_output(self, session_id, terminal_id, **kw):
+        from acp.schema import TerminalExitStatus, TerminalOutputResponse
+
+        process, reading = self.terminals[terminal_id]
+        done = reading.done()
+        output = (await asyncio.wait_for(reading, 5)).decode() if done or process.returncode is not None else ""
+        status = TerminalExitStatus(exit_code=process.returncode) if process.returncode is not None else None
+        return TerminalOutputResponse(output=output, truncated=False, exit_status=status)
+
+    async def kill_terminal(self, session_id, terminal_id, **kw):
+        self.calls.append(f"kill {terminal_id}")
+        process, _ = self.terminals[terminal_id]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+
+    async def release_terminal(self, session_id, terminal_id, **kw):
+        self.calls.append(f"release {terminal_id}")
+
+
+async def test_commands_run_in_the_editors_terminal_when_it_offers_one(fake_openai, project):
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": "echo from-the-editor; exit 3"})]),
+                       Reply(tool_calls=[ToolCall("shell", {"command": "sleep 30", "timeout": 1})]),
+                       Reply(text="done"))
+    client = TerminalEditor()
+    spawned = acp.spawn_agent_process(client, sys.executable, "-m", "kimicode", "acp", env=agent_env(fake_openai), cwd=project)
+    conn, process = await spawned.__aenter__()
+    try:
+        await conn.initialize(protocol_version=acp.PROTOCOL_VERSION,
+                              client_capabilities=ClientCapabilities(terminal=True))
+        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        await conn.set_session_mode(session_id=session.session_id, mode_id="yolo")
+        await conn.prompt(session_id=session.session_id, prompt=[acp.text_block("run it")])
+    finally:
+        await spawned.__aexit__(None, None, None)
+    assert client.calls == ["create bash -c echo from-the-editor; exit 3", "release term-0",
+                            "create bash -c sleep 30", "kill term-1", "release term-1"]
+    results = [m["content"] for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "from-the-editor" in results[0] and "[exit code 3]" in results[0]
+    assert "timed out after 1 s" in results[1]
+    refs = [c for u in client.of("tool_call_update") for c in (u.content or []) if c.type == "terminal"]
+    assert [r.terminal_id for r in refs] == ["term-0", "term-1"]  # the editor shows its terminal in the call
