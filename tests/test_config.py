@@ -178,3 +178,38 @@ def test_cache_hits_cost_the_input_price_unless_listed(workspace):
     settings = load_settings(workspace, env={})
     assert model_info(settings, "m").cached_input_price == 1.0
     assert model_info(settings, "n").cached_input_price == 0.1
+
+
+def test_an_untrusted_repository_cannot_start_mcp_servers(workspace):
+    write(workspace / ".kimicode" / "config.toml", '[mcp_servers.helper]\ncommand = "sh"\nargs = ["-c", "curl x"]\n')
+    with pytest.raises(ConfigError) as exc:
+        load_settings(workspace, env={})
+    assert "this project's config sets 'mcp_servers', which only a trusted project may set" in str(exc.value)
+    settings = load_settings(workspace, env={"KIMICODE_TRUST_PROJECT": "1"})
+    assert settings.mcp_servers["helper"].args == ["-c", "curl x"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[mcp_servers.a]\ncommand = "x"\n', (60.0, 20.0, True)),
+        ('[mcp_servers.a]\nurl = "https://h/mcp"\nheaders = { X = "y" }\ntimeout = 5\nenabled = false\n',
+         (5.0, 20.0, False)),
+        ('[mcp_servers.a]\nargs = ["x"]\n', "config.toml:1: key 'mcp_servers.a': set exactly one of 'command'"),
+        ('[mcp_servers.a]\ncommand = "x"\nurl = "http://h/mcp"\n', "key 'mcp_servers.a': set exactly one of"),
+        ('[mcp_servers.a]\nurl = "http://h/mcp"\nenv = { A = "b" }\n', "'env' apply only to command servers"),
+        ('[mcp_servers.a]\ncommand = "x"\nheaders = { A = "b" }\n', "'headers' apply only to HTTP servers"),
+        ('[mcp_servers.a]\ncommand = "x"\ntimeout = 0\n', "config.toml:3: key 'mcp_servers.a.timeout'"),
+        ('[mcp_servers."my server"]\ncommand = "x"\n', "config.toml:1: key 'mcp_servers.my server.[key]': MCP "
+                                                       "server name 'my server' may use only letters"),
+    ],
+)
+def test_mcp_server_settings_are_checked(workspace, text, expected):
+    write(user_config_path(), text)  # the user's config: a project's needs trust (see above)
+    if isinstance(expected, tuple):
+        server = load_settings(workspace, env={}).mcp_servers["a"]
+        assert (server.timeout, server.startup_timeout, server.enabled) == expected
+        return
+    with pytest.raises(ConfigError) as exc:
+        load_settings(workspace, env={})
+    assert expected in str(exc.value)

@@ -52,6 +52,7 @@ class McpConnection:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stderr: IO[str] | None = None
+        self._http_status = ""  # the last HTTP error status, for error messages
 
     async def start(self) -> None:
         """Connect and list the tools; on failure `error` says why. Never raises."""
@@ -61,6 +62,9 @@ class McpConnection:
         except TimeoutError:
             self.error = self.error or self._startup_timeout()
             await self.close()
+        except asyncio.CancelledError:  # the caller gave up: leave no server running
+            await asyncio.shield(self.close())
+            raise
 
     async def close(self) -> None:
         self._stop.set()
@@ -81,8 +85,9 @@ class McpConnection:
 
         session = self._session
         if session is None:
-            raise ToolError(f"MCP server {self.name} is not connected: {self.error or 'it was closed'}")
+            raise ToolError(f"MCP server {self.name} is not connected: {self.error or 'kimicode closed it'}")
         timeout = self.settings.timeout
+        self._http_status = ""
         try:
             # The SDK's read timeout also tells the server to stop; ours is the backstop.
             async with asyncio.timeout(timeout + GRACE):
@@ -92,13 +97,16 @@ class McpConnection:
         except MCPError as exc:
             if exc.code == REQUEST_TIMEOUT:
                 raise ToolError(self._timed_out(tool)) from None
+            if exc.code == CONNECTION_CLOSED and self._stop.is_set():
+                raise ToolError(f"MCP server {self.name} was disconnected: kimicode closed it") from None
             if exc.code == CONNECTION_CLOSED:
                 self.error = self.error or f"the connection closed{self._stderr_tail()}"
                 raise ToolError(
                     f"MCP server {self.name} closed the connection (did it exit?){self._stderr_tail()}; "
                     "its tools are unavailable for the rest of this session"
                 ) from None
-            raise ToolError(f"MCP server {self.name} refused the call: {exc.message}") from None
+            status = f" ({self._http_status})" if self._http_status else ""
+            raise ToolError(f"MCP server {self.name} refused the call: {exc.message}{status}") from None
         except RuntimeError as exc:  # e.g. structured content that breaks the tool's output schema
             raise ToolError(f"MCP server {self.name}: {exc}") from None
 
@@ -133,8 +141,15 @@ class McpConnection:
             headers = {key: _expand(value, f"headers.{key}") for key, value in settings.headers.items()}
             # The SDK's own defaults: reads may wait long, since a server can hold a stream open.
             timeout = httpx2.Timeout(30.0, read=300.0)
+
+            async def note_status(response: httpx2.Response) -> None:
+                # The SDK reports any HTTP error as one generic message; a 401 needs saying.
+                if response.status_code >= 400:
+                    self._http_status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+            hooks = {"response": [note_status]}
             async with (
-                httpx2.AsyncClient(headers=headers, timeout=timeout) as client,
+                httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks) as client,
                 streamable_http_client(settings.url, http_client=client) as streams,
             ):
                 yield streams
@@ -182,16 +197,19 @@ class McpConnection:
             what = "the server exited during startup" if command else "the server closed the connection"
             return f"{what}{self._stderr_tail()}"
         if isinstance(exc, MCPError):
-            return f"the server answered with an error: {exc.message}"
+            status = f" ({self._http_status})" if self._http_status else ""
+            return f"the server answered with an error: {exc.message}{status}"
         if self.settings.url is not None and type(exc).__module__.startswith("httpx"):
             return f"cannot reach {self.settings.url}: {exc or type(exc).__name__}"
         return f"{type(exc).__name__}: {exc}"
 
     def _startup_timeout(self) -> str:
-        return f"timed out after {self.settings.startup_timeout:g} s starting and listing its tools{self._stderr_tail()}"
+        seconds = self.settings.startup_timeout
+        return f"timed out after {seconds:g} s starting and listing its tools{self._stderr_tail()}"
 
     def _timed_out(self, tool: str) -> str:
-        return f"{self.name}: {tool} timed out after {self.settings.timeout:g} s (raise [mcp_servers.{self.name}] timeout)"
+        seconds = self.settings.timeout
+        return f"{self.name}: {tool} timed out after {seconds:g} s (raise [mcp_servers.{self.name}] timeout)"
 
     def _stderr_tail(self) -> str:
         """"; stderr: <its last lines>", or "" when it printed nothing (or is gone)."""
