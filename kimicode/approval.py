@@ -99,7 +99,8 @@ class ApprovalPolicy:
             return Verdict("allow", "allowed by a rule")
         if self.mode in ("yolo", "auto") or (self.mode == "auto-edit" and kind in _EDIT_KINDS):
             return Verdict("allow", f"{self.mode} mode")
-        return Verdict("ask", f"{tool_name} changes the workspace", (tool_name,))
+        what = "changes the workspace" if kind in _EDIT_KINDS else "is an MCP server's tool: it can do whatever its server does"
+        return Verdict("ask", f"{tool_name} {what}", (tool_name,))
 
     def _check_shell(self, script: str, *, tool_allowed: bool) -> Verdict:
         risk = assess(script, self.workspace)

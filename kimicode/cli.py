@@ -278,17 +278,30 @@ def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[st
 
     for stream in (sys.stdout, sys.stderr):  # odd bytes in file names must not crash output
         stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    try:
-        settings = load_settings(workspace, flags)
-        resumed = _load_session(session, workspace) if session else None
-        agent = create_agent(settings, workspace, default_mode="auto", resume=resumed)
-    except (ConfigError, SessionError, OSError) as exc:
+
+    def setup_failed(exc: Exception) -> int:
         message = f"cannot set up: {exc}" if isinstance(exc, OSError) else str(exc)
         print(f"kimicode: {message}", file=sys.stderr)
         write_setup_failure(output_format, message)  # type: ignore[arg-type]
         return EXIT_USAGE
 
+    try:
+        settings = load_settings(workspace, flags)
+        resumed = _load_session(session, workspace) if session else None
+    except (ConfigError, SessionError, OSError) as exc:
+        return setup_failed(exc)
+
     async def main() -> int:
+        from kimicode.mcp_tools import McpHub
+
+        hub = await McpHub.start(settings.mcp_servers, cwd=workspace)
+        for problem in hub.errors:  # a broken MCP server costs its tools, not the run
+            print(f"kimicode: {problem}", file=sys.stderr)
+        try:
+            agent = create_agent(settings, workspace, default_mode="auto", resume=resumed, extra_tools=hub.tools)
+        except (ConfigError, SessionError, OSError) as exc:
+            await hub.close()
+            return setup_failed(exc)
         loop = asyncio.get_running_loop()
         run = asyncio.ensure_future(
             run_task(agent, task, output_format, auto_commit=settings.auto_commit)  # type: ignore[arg-type]
@@ -304,6 +317,7 @@ def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[st
             return await run
         finally:
             await agent.backend.aclose()
+            await hub.close()
 
     return asyncio.run(main())
 

@@ -45,6 +45,7 @@ from kimicode.acp import updates
 from kimicode.acp.files import EditorFiles
 from kimicode.acp.terminal import EditorTerminal
 from kimicode.acp.handshake import initialize_result
+from kimicode.acp.mcp import client_servers
 from kimicode.events import (
     Approval,
     ApprovalRequested,
@@ -82,6 +83,7 @@ class AcpSession:
     asking: set[asyncio.Task[None]] = field(default_factory=set)  # open permission requests
     before_edit: dict[str, tuple[Path, str | None]] = field(default_factory=dict)  # call id -> file then
     live_output: dict[str, str] = field(default_factory=dict)
+    mcp: Any = None  # kimicode.mcp_tools.McpHub of this session
 
 
 class KimicodeAcpAgent:
@@ -113,7 +115,7 @@ class KimicodeAcpAgent:
         return AuthenticateResponse()
 
     async def new_session(self, cwd: str, mcp_servers: list[Any] | None = None, **kwargs: Any) -> NewSessionResponse:
-        session = await self._start(cwd, None)
+        session = await self._start(cwd, None, mcp_servers)
         return NewSessionResponse(session_id=session.id, modes=self._modes(session))
 
     async def load_session(self, cwd: str, session_id: str, mcp_servers: list[Any] | None = None,
@@ -126,7 +128,7 @@ class KimicodeAcpAgent:
             state = await asyncio.to_thread(find_session, session_id)
         except SessionError as exc:
             raise RequestError.resource_not_found(session_id) from exc
-        session = await self._start(cwd, state)
+        session = await self._start(cwd, state, mcp_servers)
         await self._replay(session)
         return LoadSessionResponse(modes=self._modes(session))
 
@@ -152,25 +154,34 @@ class KimicodeAcpAgent:
         await self._update(session, CurrentModeUpdate(session_update="current_mode_update", current_mode_id=mode_id))
         return SetSessionModeResponse()
 
-    async def _start(self, cwd: str, state: Any) -> AcpSession:
+    async def _start(self, cwd: str, state: Any, mcp_servers: list[Any] | None) -> AcpSession:
         from kimicode.agent.session import SessionError
         from kimicode.agent.setup import create_agent
         from kimicode.config import ConfigError, load_settings
+        from kimicode.mcp_tools import McpHub
 
         root = Path(cwd)
         if not root.is_absolute() or not root.is_dir():
             raise RequestError.invalid_params({"message": f"cwd must be an absolute path to a folder, not {cwd!r}"})
         root = root.resolve()
 
-        def build() -> Any:
-            settings = load_settings(root, self.flags)
-            return create_agent(settings, root, default_mode="ask", resume=state)
-
         try:
-            agent = await asyncio.to_thread(build)
-        except (ConfigError, SessionError, OSError) as exc:
+            settings = await asyncio.to_thread(load_settings, root, self.flags)
+        except (ConfigError, OSError) as exc:
             raise RequestError.internal_error({"message": str(exc)}) from exc
-        session = AcpSession(agent.session.id, agent, root)
+        offered, problems = client_servers(mcp_servers)
+        hub = await McpHub.start({**settings.mcp_servers, **offered}, cwd=root)  # the editor's win on a name clash
+        try:
+            agent = await asyncio.to_thread(create_agent, settings, root, default_mode="ask", resume=state,
+                                            extra_tools=hub.tools)
+        except (ConfigError, SessionError, OSError) as exc:
+            await hub.close()
+            raise RequestError.internal_error({"message": str(exc)}) from exc
+        session = AcpSession(agent.session.id, agent, root, mcp=hub)
+        if problems or hub.errors:  # said after the response, as text in the session: it goes on
+            note = "\n".join(f"[{problem}]" for problem in [*problems, *hub.errors])
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.ensure_future(self._update(session, acp.update_agent_message_text(note + "\n"))))
         fs = self.client_capabilities.fs
         if fs is not None and (fs.read_text_file or fs.write_text_file):
             agent.ctx.files = EditorFiles(self._conn, session.id, read=bool(fs.read_text_file),
@@ -335,6 +346,8 @@ class KimicodeAcpAgent:
                 session.agent.session.close()
             with contextlib.suppress(Exception):
                 await session.agent.backend.aclose()
+            if session.mcp is not None:
+                await session.mcp.close()
         self.sessions.clear()
 
 

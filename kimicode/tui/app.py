@@ -95,6 +95,7 @@ class KimicodeApp(App[int]):
         self._turn: Worker[None] | None = None
         self._command: Worker[None] | None = None  # a slash command that takes a while (/compact…)
         self._frozen = False
+        self._mcp: Any = None  # kimicode.mcp_tools.McpHub, once connected
         self._approval: asyncio.Future[Approval] | None = None
         self._quit_armed_at = 0.0
         self._plan_opened = False
@@ -138,6 +139,8 @@ class KimicodeApp(App[int]):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
         await self.close_agent()  # also when the app ends some other way than action_quit
+        if self._mcp is not None:
+            await self._mcp.close()
 
     # -- connecting ---------------------------------------------------------------
 
@@ -194,8 +197,15 @@ class KimicodeApp(App[int]):
                 state = found[0] if found else None
             elif resume:
                 state = find_session(resume)
-            return create_agent(settings, self.workspace, default_mode="ask", resume=state)
+            return create_agent(settings, self.workspace, default_mode="ask", resume=state,
+                                extra_tools=self._mcp.tools if self._mcp else ())
 
+        if self._mcp is None:  # MCP servers start once and serve every session of the app
+            from kimicode.mcp_tools import McpHub
+
+            self._mcp = await McpHub.start(settings.mcp_servers, cwd=self.workspace)
+            for problem in self._mcp.errors:
+                self.show_notice(problem, "warning")
         try:
             agent = await asyncio.to_thread(build)
         except (ConfigError, SessionError, OSError) as exc:
