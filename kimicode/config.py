@@ -98,6 +98,7 @@ class McpServerSettings(_Strict):
     timeout: float = Field(60.0, gt=0, description="Seconds one tool call may take.")
     startup_timeout: float = Field(20.0, gt=0, description="Seconds to start the server and list its tools.")
     enabled: bool = Field(True, description="false keeps the entry without starting the server.")
+    expand_env: bool = Field(True, description="Replace ${VAR} in env and headers with kimicode's environment.")
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerSettings:

@@ -16,7 +16,7 @@ from kimicode.backends.base import ReasoningDelta, Retrying, TextDelta
 ToolKind = Literal["read", "edit", "delete", "move", "search", "execute", "think", "fetch", "other"]
 StopReason = Literal[
     "end_turn", "max_steps", "max_cost", "max_tokens", "timeout", "loop", "cancelled", "error", "length",
-    "tests_failed",
+    "tests_failed", "refusal",
 ]
 
 

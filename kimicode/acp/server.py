@@ -70,7 +70,7 @@ MODES = {
     "plan": "Read and investigate only; answer with a plan",
 }
 _STOP_REASONS = {"end_turn": "end_turn", "cancelled": "cancelled", "max_steps": "max_turn_requests",
-                 "max_tokens": "max_tokens", "length": "max_tokens"}
+                 "max_tokens": "max_tokens", "length": "max_tokens", "refusal": "refusal"}
 _DECISIONS = {"allow_once": Decision.ALLOW_ONCE, "allow_always": Decision.ALLOW_ALWAYS, "reject": Decision.DENY}
 
 
@@ -98,7 +98,11 @@ class KimicodeAcpAgent:
     @property
     def client_capabilities(self) -> ClientCapabilities:
         if self._capabilities is None:
-            self._capabilities = ClientCapabilities.model_validate(self._handshake.get("clientCapabilities") or {})
+            try:
+                self._capabilities = ClientCapabilities.model_validate(self._handshake.get("clientCapabilities") or {})
+            except ValueError:  # odd capabilities: use none of them rather than fail every session
+                log.warning("ignoring client capabilities the ACP schema rejects")
+                self._capabilities = ClientCapabilities()
         return self._capabilities
 
     def on_connect(self, conn: Any) -> None:
@@ -122,12 +126,17 @@ class KimicodeAcpAgent:
                            **kwargs: Any) -> LoadSessionResponse:
         from kimicode.agent.session import SessionError, find_session
 
-        if session_id in self.sessions:
-            raise RequestError.invalid_params({"message": f"session {session_id} is already open"})
+        if (open_session := self.sessions.get(session_id)) is not None:  # reopened in the editor
+            if open_session.turn is not None and not open_session.turn.done():
+                raise RequestError.invalid_request({"message": f"session {session_id} is running a prompt"})
+            await self._replay(open_session)
+            return LoadSessionResponse(modes=self._modes(open_session))
         try:
             state = await asyncio.to_thread(find_session, session_id)
         except SessionError as exc:
             raise RequestError.resource_not_found(session_id) from exc
+        if state.id != session_id:  # a prefix: the editor must address the session by its id
+            raise RequestError.resource_not_found(session_id)
         session = await self._start(cwd, state, mcp_servers)
         await self._replay(session)
         return LoadSessionResponse(modes=self._modes(session))
@@ -177,6 +186,9 @@ class KimicodeAcpAgent:
         except (ConfigError, SessionError, OSError) as exc:
             await hub.close()
             raise RequestError.internal_error({"message": str(exc)}) from exc
+        except BaseException:
+            await hub.close()
+            raise
         session = AcpSession(agent.session.id, agent, root, mcp=hub)
         if problems or hub.errors:  # said after the response, as text in the session: it goes on
             note = "\n".join(f"[{problem}]" for problem in [*problems, *hub.errors])
@@ -218,6 +230,7 @@ class KimicodeAcpAgent:
         request = await asyncio.to_thread(expand_mentions, text, session.agent.ctx.workspace)
         finished = TurnFinished("cancelled", "cancelled")
         error: ErrorEvent | None = None
+        open_calls: set[str] = set()
         try:
             async for event in session.agent.run(request):
                 if isinstance(event, ErrorEvent):
@@ -225,7 +238,13 @@ class KimicodeAcpAgent:
                 elif isinstance(event, TurnFinished):
                     finished = event
                 else:
+                    if isinstance(event, ToolCallStarted):
+                        open_calls.add(event.call_id)
+                    elif isinstance(event, ToolCallFinished):
+                        open_calls.discard(event.call_id)
                     await self._render(session, event)
+            for call_id in open_calls:  # cut off by a cancel or an error: not left "in progress"
+                await self._update(session, acp.update_tool_call(call_id, status="failed"))
         finally:
             for task in session.asking:
                 task.cancel()
@@ -252,7 +271,7 @@ class KimicodeAcpAgent:
                 await self._update(session, acp.update_agent_thought_text(text))
             case ToolCallStarted():
                 if event.kind in ("edit", "delete", "move") and (path := updates.edited_path(event.arguments, session.cwd)):
-                    session.before_edit[event.call_id] = (path, await asyncio.to_thread(_read_text, path))
+                    session.before_edit[event.call_id] = (path, await _contents(session, path))
                 await self._update(session, updates.tool_call_started(event, session.cwd))
             case ToolOutput(call_id=call_id, text=text):
                 session.live_output[call_id] = session.live_output.get(call_id, "") + text
@@ -263,12 +282,14 @@ class KimicodeAcpAgent:
                 task.add_done_callback(session.asking.discard)
             case ToolCallFinished():
                 session.live_output.pop(event.call_id, None)
+                terminal = session.agent.ctx.terminal
+                terminal_id = terminal.terminal_of.pop(event.call_id, None) if terminal else None
                 edit = None
                 if (before := session.before_edit.pop(event.call_id, None)) is not None:
                     path, old = before
-                    new = await asyncio.to_thread(_read_text, path)
+                    new = await _contents(session, path)
                     edit = (str(path), old, new or "") if new is not None or old is not None else None
-                await self._update(session, updates.tool_call_finished(event, edit))
+                await self._update(session, updates.tool_call_finished(event, edit, terminal_id))
             case PlanUpdated():
                 await self._update(session, updates.plan(event))
 
@@ -375,8 +396,11 @@ def _display_path(uri: str, cwd: Path) -> str:
     return path
 
 
-def _read_text(path: Path) -> str | None:
+async def _contents(session: AcpSession, path: Path) -> str | None:
+    """The file as the tools see it (the editor's buffer when it serves fs/*), None if absent."""
+    if not path.is_file() and not isinstance(session.agent.ctx.files, EditorFiles):
+        return None
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return (await session.agent.ctx.files.read_bytes(path)).decode("utf-8", errors="replace")
     except OSError:
         return None

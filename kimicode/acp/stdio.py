@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -35,6 +36,14 @@ async def serve(flags: dict[str, Any]) -> None:
     for_sdk = asyncio.StreamReader(limit=STDIO_LIMIT)
     handshake: dict[str, Any] = {}  # the params of the `initialize` answered here
     pump = asyncio.create_task(_check_frames(reader, for_sdk, writer, handshake))
+
+    def stop() -> None:
+        # SIGTERM / SIGHUP end the server as a closed stdin does: turns are cancelled (their
+        # commands, which run in sessions of their own, are killed) and MCP servers stopped.
+        pump.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop)
     server = await asyncio.to_thread(_load_server)  # the SDK import, off the loop that answers initialize
     agent = server.KimicodeAcpAgent(flags, handshake)
     try:
@@ -59,7 +68,18 @@ async def _check_frames(source: asyncio.StreamReader, for_sdk: asyncio.StreamRea
     number or list would stop its reader)."""
     answered_initialize = False
     try:
-        while line := await source.readline():
+        while True:
+            try:
+                line = await source.readuntil(b"\n")
+            except asyncio.IncompleteReadError as end:  # EOF; a last line without its newline
+                line = end.partial
+            except asyncio.LimitOverrunError as over:  # one line over STDIO_LIMIT: refuse it, keep serving
+                await _skip_line(source, over.consumed)
+                await _write(writer, {"jsonrpc": "2.0", "id": None,
+                                      "error": {"code": -32600, "message": f"frame over {STDIO_LIMIT} bytes"}})
+                continue
+            if not line:
+                break
             if not line.strip():
                 continue
             try:
@@ -71,16 +91,43 @@ async def _check_frames(source: asyncio.StreamReader, for_sdk: asyncio.StreamRea
                 request_id = message.get("id") if isinstance(message, dict) else None
                 await _write(writer, {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": text}})
             elif message.get("method") == "initialize" and "id" in message and not answered_initialize:
-                answered_initialize = True
                 params = message.get("params")
-                handshake.update(params if isinstance(params, dict) else {})
+                if not _plausible_initialize(params):
+                    await _write(writer, {"jsonrpc": "2.0", "id": message["id"],
+                                          "error": {"code": -32602, "message": "Invalid params"}})
+                    continue
+                answered_initialize = True
+                handshake.update(params)
                 await _write(writer, {"jsonrpc": "2.0", "id": message["id"], "result": initialize_result()})
             else:
                 for_sdk.feed_data(line if line.endswith(b"\n") else line + b"\n")
-    except (ValueError, ConnectionError) as exc:  # a line over the limit, or the client went away
+    except ConnectionError as exc:  # the client went away
         log.warning("stopped reading the client: %s", exc)
     finally:
         for_sdk.feed_eof()
+
+
+async def _skip_line(source: asyncio.StreamReader, buffered: int) -> None:
+    """Drop a too long line: what is buffered of it, then the rest up to its newline."""
+    while True:
+        await source.readexactly(buffered)
+        try:
+            await source.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as over:
+            buffered = over.consumed
+        except asyncio.IncompleteReadError:
+            return
+
+
+def _plausible_initialize(params: Any) -> bool:
+    """The shape the quick answer relies on (the SDK checks the rest when it handles sessions)."""
+    if not isinstance(params, dict) or not isinstance(params.get("protocolVersion"), int):
+        return False
+    capabilities = params.get("clientCapabilities", {})
+    return isinstance(capabilities, dict) and all(
+        isinstance(capabilities.get(key, {}), dict) for key in ("fs",)
+    ) and isinstance(capabilities.get("terminal", False), bool)
 
 
 async def _write(writer: asyncio.StreamWriter, frame: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ class EditorTerminal:
     def __init__(self, conn: Any, session_id: str) -> None:
         self.conn = conn
         self.session_id = session_id
+        self.terminal_of: dict[str, str] = {}  # tool call id -> the terminal it ran in
 
     async def run(self, command: str, cwd: Path, timeout: float, call_id: str, env: dict[str, str]) -> TerminalRun:
         created = await self.conn.create_terminal(
@@ -34,6 +35,7 @@ class EditorTerminal:
             env=[EnvVariable(name=k, value=v) for k, v in env.items()], output_byte_limit=OUTPUT_LIMIT,
         )
         terminal = created.terminal_id
+        self.terminal_of[call_id] = terminal
         sid = self.session_id
         try:
             # The tool call shows the live terminal.

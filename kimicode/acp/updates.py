@@ -31,11 +31,15 @@ def tool_output(call_id: str, text_so_far: str) -> acp.schema.ToolCallProgress:
     return acp.update_tool_call(call_id, content=[acp.tool_content(acp.text_block(tail))])
 
 
-def tool_call_finished(event: ToolCallFinished, edit: tuple[str, str | None, str] | None) -> acp.schema.ToolCallProgress:
-    """`edit` is (absolute path, text before, text after) for a file the call changed."""
+def tool_call_finished(event: ToolCallFinished, edit: tuple[str, str | None, str] | None,
+                       terminal_id: str | None = None) -> acp.schema.ToolCallProgress:
+    """`edit` is (absolute path, text before, text after) for a file the call changed;
+    `terminal_id` the editor terminal the command ran in (kept on show)."""
     if edit is not None and not event.is_error:
         path, before, after = edit
-        content = [acp.tool_diff_content(path, after, before)]
+        content: list[Any] = [acp.tool_diff_content(path, after, before)]
+    elif terminal_id is not None:
+        content = [acp.tool_terminal_ref(terminal_id)]
     else:
         content = [acp.tool_content(acp.text_block(_shown_output(event)))]
     return acp.update_tool_call(

@@ -260,7 +260,7 @@ class Agent:
                 if reply.finish == "length":
                     raise StopTurn("length", reply.text + "\n[the reply hit the output token limit]")
                 if reply.finish == "content_filter":
-                    raise StopTurn("error", "the provider's content filter stopped the reply")
+                    raise StopTurn("refusal", "the provider's content filter stopped the reply")
                 feedback = await self._verify(reply.text)
                 if feedback is None:
                     return reply.text

@@ -131,6 +131,10 @@ class McpConnection:
             if self._stderr is not None:
                 self._stderr.close()
 
+    def _value(self, value: str, where: str) -> str:
+        # Only the user's own config may pull kimicode's environment (keys!) into a server.
+        return _expand(value, where) if self.settings.expand_env else value
+
     @asynccontextmanager
     async def _transport(self) -> AsyncIterator[tuple[Any, Any]]:
         settings = self.settings
@@ -138,7 +142,7 @@ class McpConnection:
             import httpx2  # the HTTP client the SDK's transport takes
             from mcp.client.streamable_http import streamable_http_client
 
-            headers = {key: _expand(value, f"headers.{key}") for key, value in settings.headers.items()}
+            headers = {key: self._value(value, f"headers.{key}") for key, value in settings.headers.items()}
             # The SDK's own defaults: reads may wait long, since a server can hold a stream open.
             timeout = httpx2.Timeout(30.0, read=300.0)
 
@@ -158,7 +162,7 @@ class McpConnection:
 
             assert settings.command is not None
             cwd = self._working_folder()
-            env = {key: _expand(value, f"env.{key}") for key, value in settings.env.items()}
+            env = {key: self._value(value, f"env.{key}") for key, value in settings.env.items()}
             # stderr goes to a file: it must not reach the terminal, and its end explains a crash.
             self._stderr = tempfile.TemporaryFile("w+", prefix=f"kimicode-mcp-{self.name}-")
             command = os.path.expanduser(settings.command)

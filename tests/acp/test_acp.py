@@ -315,6 +315,9 @@ async def test_reads_and_writes_go_through_an_editor_that_offers_fs(fake_openai,
     read_result = [m for m in fake_openai.requests[1]["messages"] if m["role"] == "tool"][0]["content"]
     assert "unsaved edit in the editor" in read_result  # the model saw the buffer, not the disk
     assert client.writes == [(app, "VALUE = 2  # unsaved edit in the editor\n")]
+    diff = [u for u in client.of("tool_call_update") if u.status == "completed"][-1].content[0]
+    assert (diff.old_text, diff.new_text) == ("VALUE = 1  # unsaved edit in the editor\n",
+                                              "VALUE = 2  # unsaved edit in the editor\n")
     assert (project / "app.py").read_text() == "VALUE = 1\n"  # the editor decides when to save
 
 
@@ -384,5 +387,112 @@ async def test_commands_run_in_the_editors_terminal_when_it_offers_one(fake_open
     results = [m["content"] for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"]
     assert "from-the-editor" in results[0] and "[exit code 3]" in results[0]
     assert "timed out after 1 s" in results[1]
-    refs = [c for u in client.of("tool_call_update") for c in (u.content or []) if c.type == "terminal"]
-    assert [r.terminal_id for r in refs] == ["term-0", "term-1"]  # the editor shows its terminal in the call
+    refs = [c.terminal_id for u in client.of("tool_call_update") for c in (u.content or []) if c.type == "terminal"]
+    assert list(dict.fromkeys(refs)) == ["term-0", "term-1"]  # the editor shows its terminal in the call
+    finals = [u for u in client.of("tool_call_update") if u.status in ("completed", "failed")]
+    assert [f.content[0].type for f in finals] == ["terminal", "terminal"]  # and keeps showing it
+
+
+
+async def test_cancel_during_a_permission_prompt_fails_the_call_and_runs_nothing(fake_openai, project):
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": "touch made"})]))
+    client = EditorClient()
+
+    async def never_answers(session_id, tool_call, options, **kwargs):
+        client.asked.set()
+        await asyncio.sleep(3600)
+
+    client.request_permission = never_answers
+    spawned, conn, process, _ = await start(client, fake_openai, project)
+    try:
+        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        turn = asyncio.create_task(conn.prompt(session_id=session.session_id, prompt=[acp.text_block("go")]))
+        await asyncio.wait_for(client.asked.wait(), 20)
+        await conn.cancel(session_id=session.session_id)
+        assert (await asyncio.wait_for(turn, 5)).stop_reason == "cancelled"
+        assert [u.status for u in client.of("tool_call_update")] == ["failed"]  # not left "in progress"
+    finally:
+        await spawned.__aexit__(None, None, None)
+    assert not (project / "made").exists()
+
+
+async def test_reopening_a_session_in_the_same_process_replays_it_and_prefixes_are_refused(fake_openai, project):
+    fake_openai.script(Reply(text="first answer"))
+    client = EditorClient()
+    spawned, conn, process, _ = await start(client, fake_openai, project)
+    try:
+        session = await conn.new_session(cwd=str(project), mcp_servers=[])
+        await conn.prompt(session_id=session.session_id, prompt=[acp.text_block("hello")])
+        client.updates.clear()
+        await conn.load_session(cwd=str(project), session_id=session.session_id, mcp_servers=[])
+        assert client.text("user_message_chunk") == "hello" and client.text() == "first answer"
+        with pytest.raises(acp.RequestError):
+            await conn.load_session(cwd=str(project), session_id=session.session_id[:12], mcp_servers=[])
+    finally:
+        await spawned.__aexit__(None, None, None)
+
+
+def test_sigterm_stops_running_commands(fake_openai, project):
+    fake_openai.script(Reply(tool_calls=[ToolCall("shell", {"command": "echo $$ > pid; sleep 60"})]))
+    proc = subprocess.Popen([sys.executable, "-m", "kimicode", "acp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=agent_env(fake_openai), cwd=project)
+    frames = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}},
+        {"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": str(project), "mcpServers": []}},
+    ]
+    for frame in frames:
+        proc.stdin.write(json.dumps(frame) + "\n")
+    proc.stdin.flush()
+    while (response := json.loads(proc.stdout.readline())).get("id") != 2:
+        pass
+    sid = response["result"]["sessionId"]
+    for frame in ({"jsonrpc": "2.0", "id": 3, "method": "session/set_mode", "params": {"sessionId": sid, "modeId": "yolo"}},
+                  {"jsonrpc": "2.0", "id": 4, "method": "session/prompt",
+                   "params": {"sessionId": sid, "prompt": [{"type": "text", "text": "go"}]}}):
+        proc.stdin.write(json.dumps(frame) + "\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 30
+    while not (project / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    command_pid = int((project / "pid").read_text())
+    proc.terminate()
+    assert proc.wait(timeout=15) is not None
+    from tests.processes import gone
+
+    assert gone(command_pid)
+
+
+def test_bad_initialize_params_and_oversized_frames_get_errors_and_the_server_goes_on(fake_openai, project):
+    from kimicode.acp.stdio import STDIO_LIMIT
+
+    proc = subprocess.Popen([sys.executable, "-m", "kimicode", "acp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=agent_env(fake_openai), cwd=project)
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                 "params": {"protocolVersion": 1, "clientCapabilities": {"fs": "yes"}}}).encode() + b"\n")
+    proc.stdin.write(b"x" * (STDIO_LIMIT + 10) + b"\n")
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "initialize",
+                                 "params": {"protocolVersion": 1}}).encode() + b"\n")
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "session/new",
+                                 "params": {"cwd": str(project), "mcpServers": []}}).encode() + b"\n")
+    proc.stdin.flush()
+    frames = [json.loads(proc.stdout.readline()) for _ in range(4)]
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    by_id = {f.get("id"): f for f in frames}
+    assert by_id[1]["error"]["code"] == -32602
+    assert by_id[None]["error"]["code"] == -32600  # the oversized frame
+    assert by_id[2]["result"]["agentInfo"]["name"] == "kimicode"
+    assert by_id[3]["result"]["sessionId"]
+
+
+def test_editor_mcp_values_are_never_filled_from_kimicodes_environment():
+    from acp.schema import HttpHeader, HttpMcpServer
+
+    from kimicode.acp.mcp import client_servers
+
+    servers, problems = client_servers([HttpMcpServer(type="http", name="evil", url="https://x.example/mcp",
+                                                      headers=[HttpHeader(name="Authorization",
+                                                                          value="Bearer ${MOONSHOT_API_KEY}")])])
+    assert problems == [] and servers["evil"].expand_env is False
+    assert servers["evil"].headers == {"Authorization": "Bearer ${MOONSHOT_API_KEY}"}

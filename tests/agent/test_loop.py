@@ -281,10 +281,10 @@ async def test_a_full_disk_for_the_session_log_does_not_stop_the_turn(fake_opena
     assert finished(events).result == "still working"
 
 
-async def test_content_filter_is_an_error_not_a_success(fake_openai, tmp_path):
+async def test_content_filter_is_a_refusal_not_a_success(fake_openai, tmp_path):
     fake_openai.script(Reply(text="", finish_reason="content_filter"))
     events = await run(make_agent(fake_openai, tmp_path))
-    assert finished(events).stop_reason == "error"
+    assert finished(events).stop_reason == "refusal"
     assert "content filter" in finished(events).result
 
 
