@@ -554,3 +554,26 @@ async def test_bad_resume_ids_page_keys_and_tab_order(make_app, fake_openai):
         assert app.focused is rows[-1]  # the newest row first
         await pilot.press("tab")
         assert app.focused is rows[-2]
+
+
+async def test_mcp_servers_from_the_user_config_serve_the_app_and_broken_ones_are_named(make_app, fake_openai, isolated_home):
+    import json as _json
+    import sys
+
+    from tests.mcp_tools.test_hub import ECHO_SERVER
+
+    config = isolated_home / "config" / "kimicode" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[mcp_servers.echo]\ncommand = {_json.dumps(sys.executable)}\nargs = [{_json.dumps(ECHO_SERVER)}]\n'
+                      '[mcp_servers.broken]\ncommand = "no-such-mcp-server-command"\n')
+    fake_openai.script(Reply(tool_calls=[ToolCall("echo__echo", {"text": "from the app"})]), Reply(text="echoed"))
+    app = make_app(approval_mode="yolo")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert "MCP server broken" in screen_text(app)
+        await send(pilot, "echo")
+        await idle(pilot)
+        await send(pilot, "/clear")  # a new session reuses the running servers
+        await wait_for(pilot, lambda: "new session" in screen_text(app))
+        assert app._mcp.tools and [t.name for t in app._mcp.tools if t.name == "echo__echo"]
+    assert "from the app" in [m["content"] for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"][0]
