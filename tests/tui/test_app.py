@@ -376,10 +376,6 @@ async def test_a_backend_failure_is_shown_and_the_next_prompt_works(make_app, fa
         assert "recovered" in screen_text(app)
 
 
-def _request_json(request: dict) -> str:
-    return json.dumps(request)
-
-
 async def test_the_theme_comes_from_the_config_and_a_wrong_one_is_named(make_app, repo):
     (repo / ".kimicode" / "config.toml").write_text('theme = "textual-light"\nauto_test = false\n')
     app = make_app()
