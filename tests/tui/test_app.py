@@ -3,7 +3,6 @@ to the fake OpenAI-compatible server over real HTTP, tools touch a real git repo
 
 from __future__ import annotations
 
-
 from kimicode.agent.session import list_sessions
 from kimicode.tui.screens.approval import ARM_DELAY, ApprovalScreen
 from kimicode.tui.widgets.plan import PlanPanel
