@@ -138,3 +138,12 @@ def _partial_marker_suffix(text: str) -> int:
                 best = size
                 break
     return best
+
+
+def arguments_object(arguments: str | None) -> dict[str, Any]:
+    """A call's JSON arguments as a dict; {} for anything else (history shown to people)."""
+    try:
+        value = json.loads(arguments or "{}", strict=False)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from kimicode.acp import updates
 from kimicode.acp.files import EditorFiles
 from kimicode.acp.terminal import EditorTerminal
 from kimicode.acp.handshake import initialize_result
+from kimicode.backends.repair import arguments_object
 from kimicode.acp.mcp import client_servers
 from kimicode.events import (
     Approval,
@@ -336,15 +336,12 @@ class KimicodeAcpAgent:
                     await self._update(session, acp.update_agent_message_text(text))
                 for call in message.get("tool_calls") or []:
                     function = call.get("function") or {}
-                    try:
-                        arguments = json.loads(function.get("arguments") or "{}")
-                    except ValueError:
-                        arguments = {}
+                    arguments = arguments_object(function.get("arguments"))
                     result = results.get(call.get("id"))
                     await self._update(session, acp.start_tool_call(
                         call.get("id", ""), str(function.get("name", "tool")), kind="other",
                         status="completed" if result else "failed",
-                        raw_input=arguments if isinstance(arguments, dict) else {},
+                        raw_input=arguments,
                         content=[acp.tool_content(acp.text_block(str(result.get("content", "")) if result else "no result"))],
                     ))
 

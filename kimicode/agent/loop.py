@@ -54,6 +54,7 @@ from kimicode.events import (
     TurnStarted,
     UsageUpdated,
 )
+from kimicode.backends.repair import arguments_object
 from kimicode.tools.base import ToolContext, ToolError, ToolRegistry, ToolResult
 from kimicode.tools.shell_risk import assess
 
@@ -442,7 +443,7 @@ class Agent:
 
     async def _run_tool(self, call: ToolCallDone) -> None:
         started = time.monotonic()
-        arguments = _as_object(call.arguments)
+        arguments = arguments_object(call.arguments)
         tool = self.tools.get(call.name)
         title = call.name
         result: ToolResult | None = None
@@ -595,11 +596,3 @@ def _render_plan(items: tuple[PlanItem, ...]) -> str:
     if not items:
         return ""
     return "\nCurrent plan:\n" + "\n".join(f"- [{item.status}] {item.step}" for item in items) + "\n"
-
-
-def _as_object(arguments: str) -> dict[str, Any]:
-    try:
-        value = json.loads(arguments, strict=False)
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from textual.widget import Widget
 
 from kimicode.agent import mentions
+from kimicode.backends.repair import arguments_object
 from kimicode.tui.widgets.chat import AssistantMessage, Notice, UserMessage
 from kimicode.tui.widgets.tool_call import ToolCallRow
 
@@ -48,11 +48,7 @@ def _prompt_only(text: str) -> str:
 def _finished_call(call: dict[str, Any], result: dict[str, Any] | None) -> ToolCallRow:
     function = call.get("function") or {}
     name = str(function.get("name", "?"))
-    try:
-        arguments = json.loads(function.get("arguments") or "{}")
-    except ValueError:
-        arguments = {}
-    arguments = arguments if isinstance(arguments, dict) else {}
+    arguments = arguments_object(function.get("arguments"))
     key = next((str(arguments[k]) for k in ("path", "command", "pattern", "name") if k in arguments), "")
     output = str(result.get("content", "")) if result else "no result"
     failed = result is None or output.startswith(("not run:", "error", "no result"))
