@@ -356,19 +356,15 @@ def _fail(message: str) -> None:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["acp"]:
-        # Editors start `kimicode acp` and wait for `initialize`: skip typer's pydantic import here too.
-        try:
-            acp()
-        except typer.Exit as stop:
-            sys.exit(stop.exit_code)
-        sys.exit(0)
-    if len(sys.argv) == 1:
-        # Bare `kimicode`, the most common start: skip typer, whose argument coercion
-        # imports pydantic (~230 ms before the first frame); the agent loads it later anyway.
-        try:
-            code = _run_tui(Path.cwd().resolve(), {}, None, verbose=False)
-        except typer.Exit as stop:  # _fail() outside typer
-            code = stop.exit_code
-        sys.exit(code)
-    app()
+    # The two starts that users wait on skip typer, whose argument coercion imports pydantic
+    # (~230 ms): a bare `kimicode` (the app's first frame) and `kimicode acp` (an editor's
+    # `initialize`). Everything else goes through typer.
+    fast = {(): lambda: _run_tui(Path.cwd().resolve(), {}, None, verbose=False), ("acp",): acp}.get(tuple(sys.argv[1:]))
+    if fast is None:
+        app()
+        return
+    try:
+        code = fast()
+    except typer.Exit as stop:  # _fail() outside typer
+        code = stop.exit_code
+    sys.exit(code or 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from kimicode.agent.checkpoints import Checkpoint, CheckpointError, CheckpointStore
