@@ -396,7 +396,7 @@ class KimicodeApp(App[int]):
         if self.agent is None:  # still connecting: what was sent meanwhile is dropped
             self._drop_pending()
         if self.agent is not None and self.agent.busy:
-            self._deny_open_approval()
+            self.deny_open_approval()
             self.agent.cancel()
             self._drop_pending()
 
@@ -450,7 +450,7 @@ class KimicodeApp(App[int]):
         """Stop the turn (its shell commands die with it), close the session, then leave."""
         if self._leave_setup():
             return
-        self._deny_open_approval()
+        self.deny_open_approval()
         if self._command is not None and self._command.is_running:
             self._command.cancel()
         await self.close_agent()
@@ -495,7 +495,8 @@ class KimicodeApp(App[int]):
         else:
             self.chat.scroll_page_down()
 
-    def _deny_open_approval(self) -> None:
+    def deny_open_approval(self) -> None:
+        """Answer an open approval modal with a denial (a turn that ends or is interrupted)."""
         if self._approval is not None and isinstance(self.screen, _approval_screen_type()):
             self.screen.dismiss(Approval(Decision.DENY))
 
@@ -587,8 +588,7 @@ class TurnView:
         for row in self.rows.values():  # calls a cancel cut off
             row.finish("interrupted", True, {}, 0.0)
         self.rows.clear()
-        if self.app._approval is not None:
-            self.app._deny_open_approval()
+        self.app.deny_open_approval()
 
 
 def _finished_title(event: ToolCallFinished) -> str:
