@@ -1,0 +1,381 @@
+"""The K2 / DeepSeek-V3 transformer, in one file, with torch reference ops.
+
+Every shape comes from `ModelConfig`. Attention is MLA: the KV cache holds only the
+normalised latent (`kv_lora_rank`) and the shared rope key (`qk_rope_head_dim`) per
+token; decode folds `kv_b_proj` into the query and the output ("absorbed"), so the
+per-head keys and values are never materialised. Linear weights stay in the
+checkpoint's format (bf16, block FP8, INT4 experts) and are dequantised on use;
+fused kernels replace these reference paths by device and shape.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kimicode.backends.k2.config import ModelConfig
+from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4
+
+# How a linear weight is held in memory: "dense" (the compute dtype), "fp8" (block FP8
+# with `weight_scale_inv`) or "int4" (packed, group 32; routed experts only).
+WeightFormat = str
+
+
+@dataclass(frozen=True, slots=True)
+class Formats:
+    """The storage format of each weight family and the compute dtype."""
+
+    dtype: torch.dtype = torch.bfloat16
+    linear: WeightFormat = "dense"  # attention, dense MLP, shared experts
+    experts: WeightFormat = "dense"  # routed experts
+    fp8_block: tuple[int, int] = (128, 128)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, dtype=dtype), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x32 * self.weight.float()).to(x.dtype)
+
+
+class Linear(nn.Module):
+    """A bias-free linear layer whose weight is dense or block FP8 (dequantised on use)."""
+
+    def __init__(self, in_features: int, out_features: int, formats: Formats, fmt: WeightFormat | None = None):
+        super().__init__()
+        self.fmt = fmt or formats.linear
+        self.block = formats.fp8_block
+        if self.fmt == "fp8":
+            self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.float8_e4m3fn), requires_grad=False)
+            blocks = (-(-out_features // self.block[0]), -(-in_features // self.block[1]))
+            self.weight_scale_inv = nn.Parameter(torch.empty(blocks, dtype=torch.float32), requires_grad=False)
+        else:
+            self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=formats.dtype), requires_grad=False)
+
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.fmt == "fp8":
+            return dequantize_fp8_block(self.weight, self.weight_scale_inv, dtype, self.block)
+        return self.weight if self.weight.dtype == dtype else self.weight.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dense_weight(x.dtype))
+
+
+class MLP(nn.Module):
+    """SwiGLU: the dense layers and the shared experts."""
+
+    def __init__(self, dim: int, inter_dim: int, formats: Formats):
+        super().__init__()
+        self.gate_proj = Linear(dim, inter_dim, formats)
+        self.up_proj = Linear(dim, inter_dim, formats)
+        self.down_proj = Linear(inter_dim, dim, formats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+# ---------------------------------------------------------------- rope
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    """Per-pair frequencies, YaRN-corrected when `rope_factor` > 1. Kept in fp32: bf16
+    frequencies corrupt every position ≥ 1."""
+    dim, base = config.qk_rope_head_dim, config.rope_theta
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    if config.rope_factor > 1:
+        def correction_dim(rotations: float) -> float:
+            return dim * math.log(config.rope_original_max_position / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low = max(math.floor(correction_dim(config.rope_beta_fast)), 0)
+        high = min(math.ceil(correction_dim(config.rope_beta_slow)), dim - 1)
+        if low == high:
+            high += 0.001  # a hard step instead of a division by zero
+        ramp = ((torch.arange(dim // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
+        # Pairs below `low` rotate fast enough to keep their frequency; pairs above `high` are interpolated.
+        freqs = freqs / config.rope_factor * ramp + freqs * (1 - ramp)
+    return freqs.float()
+
+
+def rope_attention_factor(config: ModelConfig) -> float:
+    """YaRN's scale on cos/sin (1.0 for K2, whose mscale equals mscale_all_dim)."""
+    if config.rope_factor <= 1:
+        return 1.0
+
+    def m(scale: float) -> float:
+        return 0.1 * scale * math.log(config.rope_factor) + 1.0
+
+    if config.rope_mscale and config.rope_mscale_all_dim:
+        return m(config.rope_mscale) / m(config.rope_mscale_all_dim)
+    return m(1.0)
+
+
+def rope_tables(config: ModelConfig, inv_freq: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]
+    factor = rope_attention_factor(config)
+    return angles.cos() * factor, angles.sin() * factor
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Interleaved rope: element pairs (2i, 2i+1) rotate together. x: [batch, seq, ..., rope_dim]."""
+    shape = (cos.shape[0],) + (1,) * (x.dim() - 3) + (cos.shape[1],)
+    cos, sin = cos.view(shape), sin.view(shape)
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1)
+    return rotated.flatten(-2).to(x.dtype)
+
+
+# ---------------------------------------------------------------- attention
+
+class LatentCache:
+    """Per layer: the normalised KV latent and the roped shared key of every cached token."""
+
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, devices: list[torch.device]):
+        self.max_len = max_len
+        self.kv = [torch.zeros(batch, max_len, config.kv_lora_rank, dtype=dtype, device=d) for d in devices]
+        self.pe = [torch.zeros(batch, max_len, config.qk_rope_head_dim, dtype=dtype, device=d) for d in devices]
+
+    @property
+    def batch(self) -> int:
+        return self.kv[0].shape[0] if self.kv else 0
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.kv, *self.pe))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, formats: Formats):
+        super().__init__()
+        self.n_heads = config.num_attention_heads
+        self.nope_dim, self.rope_dim = config.qk_nope_head_dim, config.qk_rope_head_dim
+        self.v_dim, self.kv_rank = config.v_head_dim, config.kv_lora_rank
+        self.softmax_scale = config.softmax_scale
+        head_dim = config.qk_head_dim
+        if config.q_lora_rank is None:
+            self.q_proj = Linear(config.hidden_size, self.n_heads * head_dim, formats)
+        else:
+            self.q_a_proj = Linear(config.hidden_size, config.q_lora_rank, formats)
+            self.q_a_layernorm = RMSNorm(config.q_lora_rank, config.rms_norm_eps, formats.dtype)
+            self.q_b_proj = Linear(config.q_lora_rank, self.n_heads * head_dim, formats)
+        self.kv_a_proj_with_mqa = Linear(config.hidden_size, self.kv_rank + self.rope_dim, formats)
+        self.kv_a_layernorm = RMSNorm(self.kv_rank, config.rms_norm_eps, formats.dtype)
+        self.kv_b_proj = Linear(self.kv_rank, self.n_heads * (self.nope_dim + self.v_dim), formats)
+        self.o_proj = Linear(self.n_heads * self.v_dim, config.hidden_size, formats)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        start: int,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache_kv: torch.Tensor,
+        cache_pe: torch.Tensor,
+        absorbed: bool,
+    ) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        end = start + seq
+        q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = q.view(batch, seq, self.n_heads, self.nope_dim + self.rope_dim)
+        q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        q_pe = apply_rope(q_pe, *rope)
+
+        latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.kv_rank, self.rope_dim], dim=-1)
+        cache_kv[:batch, start:end] = self.kv_a_layernorm(latent)
+        cache_pe[:batch, start:end] = apply_rope(k_pe, *rope)
+        kv, pe = cache_kv[:batch, :end], cache_pe[:batch, :end]
+
+        wkv_b = self.kv_b_proj.dense_weight(x.dtype).view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
+        if absorbed:
+            # Fold kv_b's key half into the query: scores against the latent directly.
+            q_latent = torch.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, : self.nope_dim])
+            scores = torch.einsum("bshc,btc->bsht", q_latent, kv) + torch.einsum("bshr,btr->bsht", q_pe, pe)
+        else:
+            keys_values = torch.einsum("btc,hdc->bthd", kv, wkv_b)
+            k_nope = keys_values[..., : self.nope_dim]
+            scores = torch.einsum("bshd,bthd->bsht", q_nope, k_nope) + torch.einsum("bshr,btr->bsht", q_pe, pe)
+        scores = scores.float() * self.softmax_scale
+        if seq > 1:
+            future = torch.arange(end, device=x.device)[None, :] > torch.arange(start, end, device=x.device)[:, None]
+            scores = scores.masked_fill(future[None, :, None, :], float("-inf"))
+        probs = scores.softmax(dim=-1).to(x.dtype)
+        if absorbed:
+            out = torch.einsum("bsht,btc->bshc", probs, kv)
+            out = torch.einsum("bshc,hdc->bshd", out, wkv_b[:, self.nope_dim :])
+        else:
+            out = torch.einsum("bsht,bthd->bshd", probs, keys_values[..., self.nope_dim :])
+        return self.o_proj(out.flatten(2))
+
+
+# ---------------------------------------------------------------- mixture of experts
+
+class Router(nn.Module):
+    """Sigmoid scores; the bias steers which experts are chosen, not their weights."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.top_k, self.n_group, self.topk_group = config.num_experts_per_tok, config.n_group, config.topk_group
+        self.norm_topk_prob, self.scale = config.norm_topk_prob, config.routed_scaling_factor
+        # Routing decides discrete choices: keep it in fp32 (as the reference does).
+        self.weight = nn.Parameter(torch.empty(config.n_routed_experts, config.hidden_size, dtype=torch.float32), requires_grad=False)
+        self.e_score_correction_bias = nn.Parameter(torch.zeros(config.n_routed_experts, dtype=torch.float32), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = F.linear(x.float(), self.weight).sigmoid()
+        biased = scores + self.e_score_correction_bias
+        if self.n_group > 1:
+            grouped = biased.view(x.shape[0], self.n_group, -1)
+            group_scores = grouped.topk(2, dim=-1).values.sum(-1)
+            kept = group_scores.topk(self.topk_group, dim=-1).indices
+            mask = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, kept, False)
+            biased = grouped.masked_fill(mask.unsqueeze(-1), float("-inf")).flatten(1)
+        indices = biased.topk(self.top_k, dim=-1).indices
+        weights = scores.gather(1, indices)
+        if self.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return weights * self.scale, indices
+
+
+class Experts(nn.Module):
+    """All routed experts of a layer, stacked on the expert axis so a fused kernel can
+    read them in place. Formats: dense, block FP8, or INT4 (packed + group scales)."""
+
+    PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+    def __init__(self, config: ModelConfig, formats: Formats):
+        super().__init__()
+        self.fmt, self.block, self.dtype = formats.experts, formats.fp8_block, formats.dtype
+        n, dim, inter = config.n_routed_experts, config.hidden_size, config.moe_intermediate_size
+        for name, (out_f, in_f) in zip(self.PROJECTIONS, ((inter, dim), (inter, dim), (dim, inter))):
+            for suffix, shape, dtype in self.tensor_specs(self.fmt, out_f, in_f, formats):
+                param = nn.Parameter(torch.empty(n, *shape, dtype=dtype), requires_grad=False)
+                self.register_parameter(f"{name}_{suffix}", param)
+
+    @staticmethod
+    def tensor_specs(fmt: WeightFormat, out_f: int, in_f: int, formats: Formats) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        """(checkpoint suffix, per-expert shape, dtype) of one projection in format `fmt`."""
+        if fmt == "int4":
+            return [("weight_packed", (out_f, in_f // 8), torch.int32), ("weight_scale", (out_f, in_f // 32), torch.bfloat16)]
+        if fmt == "fp8":
+            blocks = (-(-out_f // formats.fp8_block[0]), -(-in_f // formats.fp8_block[1]))
+            return [("weight", (out_f, in_f), torch.float8_e4m3fn), ("weight_scale_inv", blocks, torch.float32)]
+        return [("weight", (out_f, in_f), formats.dtype)]
+
+    def expert_weight(self, projection: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
+        if self.fmt == "int4":
+            return dequantize_int4(
+                getattr(self, f"{projection}_weight_packed")[expert], getattr(self, f"{projection}_weight_scale")[expert], dtype
+            )
+        weight = getattr(self, f"{projection}_weight")[expert]
+        if self.fmt == "fp8":
+            return dequantize_fp8_block(weight, getattr(self, f"{projection}_weight_scale_inv")[expert], dtype, self.block)
+        return weight.to(dtype)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """x: [tokens, dim]; weights, indices: [tokens, top_k]. Runs where the experts live."""
+        home = x.device
+        device = self.gate_proj_weight.device if self.fmt != "int4" else self.gate_proj_weight_packed.device
+        x, weights, indices = x.to(device), weights.to(device), indices.to(device)
+        out = torch.zeros_like(x, dtype=torch.float32)
+        order = indices.flatten().argsort(stable=True)  # group (token, slot) pairs by expert
+        counts = indices.flatten().bincount().tolist()
+        offset = 0
+        for expert, count in enumerate(counts):
+            if count == 0:
+                continue
+            pairs = order[offset : offset + count]
+            offset += count
+            tokens = pairs // indices.shape[1]
+            h = x[tokens]
+            hidden = F.silu(h @ self.expert_weight("gate_proj", expert, x.dtype).T) * (h @ self.expert_weight("up_proj", expert, x.dtype).T)
+            y = hidden @ self.expert_weight("down_proj", expert, x.dtype).T
+            out.index_add_(0, tokens, y.float() * weights.flatten()[pairs, None])
+        return out.to(x.dtype).to(home)
+
+
+class MoE(nn.Module):
+    def __init__(self, config: ModelConfig, formats: Formats):
+        super().__init__()
+        self.gate = Router(config)
+        self.experts = Experts(config, formats)
+        self.shared_experts = (
+            MLP(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts, formats)
+            if config.n_shared_experts
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        weights, indices = self.gate(flat)
+        out = self.experts(flat, weights, indices)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(flat)
+        return out.view(x.shape)
+
+
+# ---------------------------------------------------------------- the stack
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int, formats: Formats):
+        super().__init__()
+        self.self_attn = Attention(config, formats)
+        self.mlp = MoE(config, formats) if config.is_moe_layer(layer) else MLP(config.hidden_size, config.intermediate_size, formats)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, formats.dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, formats.dtype)
+
+    def forward(self, x, start, rope, cache_kv, cache_pe, absorbed) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), start, rope, cache_kv, cache_pe, absorbed)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    """Module names mirror the checkpoint's (minus the leading `model.`), so loading is a lookup."""
+
+    def __init__(self, config: ModelConfig, formats: Formats):
+        super().__init__()
+        self.config, self.formats = config, formats
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=formats.dtype)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(Block(config, i, formats) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, formats.dtype)
+        self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, formats, "dense")
+        self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
+        # Absorbed attention wins when few new tokens meet many cached ones (decode).
+        self.absorb_below = 16
+
+    def layer_devices(self) -> list[torch.device]:
+        return [layer.input_layernorm.weight.device for layer in self.layers]
+
+    def new_cache(self, batch: int, max_len: int) -> LatentCache:
+        if max_len > self.config.max_position_embeddings:
+            raise ValueError(f"cache of {max_len} tokens exceeds max_position_embeddings {self.config.max_position_embeddings}")
+        return LatentCache(self.config, batch, max_len, self.formats.dtype, self.layer_devices())
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, start: int, cache: LatentCache, absorbed: bool | None = None) -> torch.Tensor:
+        """Logits (fp32) for `tokens` [batch, seq] at positions start.. of `cache`."""
+        batch, seq = tokens.shape
+        if start + seq > cache.max_len:
+            raise ValueError(f"{start + seq} tokens do not fit the cache of {cache.max_len}")
+        if batch > cache.batch:
+            raise ValueError(f"batch {batch} exceeds the cache's batch {cache.batch}")
+        if absorbed is None:
+            absorbed = seq < self.absorb_below
+        device = self.embed_tokens.weight.device
+        positions = torch.arange(start, start + seq, device=device)
+        rope = rope_tables(self.config, self.inv_freq, positions)
+        x = self.embed_tokens(tokens.to(device))
+        for i, layer in enumerate(self.layers):
+            layer_device = cache.kv[i].device
+            if x.device != layer_device:  # pipeline across GPUs: hand the activations on
+                x, rope = x.to(layer_device), (rope[0].to(layer_device), rope[1].to(layer_device))
+            x = layer(x, start, rope, cache.kv[i], cache.pe[i], absorbed)
+        x = self.norm(x.to(self.norm.weight.device))
+        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.dense_weight(x.dtype)
+        return F.linear(x.to(head.device), head).float()

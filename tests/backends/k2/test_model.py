@@ -1,0 +1,201 @@
+"""The engine against transformers' DeepseekV3 on tiny random checkpoints (fp32, CPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from kimicode.backends.k2.engine import Engine  # noqa: E402
+from tests.backends.k2.checkpoints import (  # noqa: E402
+    YARN_RAMP,
+    quantised_copies,
+    random_reference,
+    save_reference,
+    tiny_config,
+)
+
+CONFIGS = {
+    # n_group > 1, q_lora_rank null, two dense layers, yarn with a hard step
+    "grouped-nolora": {},
+    # q_lora, ungrouped routing, one dense layer, two shared experts, yarn with a ramp (K2.5-like)
+    "lora-ramp": dict(q_lora_rank=24, n_group=1, topk_group=1, first_k_dense_replace=1, n_shared_experts=2,
+                      rope_parameters=dict(YARN_RAMP), num_experts_per_tok=2, norm_topk_prob=False),
+    # plain rope, no YaRN
+    "plain-rope": dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, num_hidden_layers=3),
+}
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    ours, reference = ours.detach(), reference.detach()
+    return float((ours - reference).abs().max() / reference.abs().max())
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def pair(request, tmp_path_factory):
+    """(transformers reference model, our engine) on the same random fp32 weights."""
+    config = tiny_config(**CONFIGS[request.param])
+    reference = random_reference(config, seed=len(request.param))
+    path = save_reference(reference, tmp_path_factory.mktemp(request.param))
+    return reference, Engine.from_pretrained(path, dtype=torch.float32, progress=False)
+
+
+def prompt(length: int, seed: int = 1, vocab: int = 512) -> torch.Tensor:
+    return torch.randint(2, vocab, (2, length), generator=torch.Generator().manual_seed(seed))
+
+
+def test_logits_match_transformers(pair):
+    reference, engine = pair
+    ids = prompt(40)
+    expected = reference(ids).logits
+    ours = engine.logits(ids)
+    assert ours.shape == expected.shape == (2, 40, 512)
+    assert relative_error(ours, expected) <= 1e-4
+
+
+def test_routing_is_not_trivial(pair):
+    """The random bias must change which experts are chosen, or the test above proves little."""
+    _, engine = pair
+    moe = next(layer.mlp for layer in engine.model.layers if hasattr(layer.mlp, "gate"))
+    x = torch.randn(64, engine.config.hidden_size)
+    _, chosen = moe.gate(x)
+    bias = moe.gate.e_score_correction_bias.clone()
+    moe.gate.e_score_correction_bias.zero_()
+    try:
+        _, unbiased = moe.gate(x)
+    finally:
+        moe.gate.e_score_correction_bias.copy_(bias)
+    assert not torch.equal(chosen.sort(-1).values, unbiased.sort(-1).values)
+    assert chosen.unique().numel() > engine.config.num_experts_per_tok
+
+
+def test_absorbed_and_expanded_attention_agree(pair):
+    _, engine = pair
+    ids = prompt(24, seed=3)
+    cache = engine.model.new_cache(2, 24)
+    absorbed = engine.model(ids, 0, cache, absorbed=True)
+    expanded = engine.model(ids, 0, engine.model.new_cache(2, 24), absorbed=False)
+    assert relative_error(absorbed, expanded) <= 1e-5
+
+
+def test_cached_decode_matches_full_forward(pair):
+    _, engine = pair
+    ids = prompt(30, seed=4)[0].tolist()
+    full = engine.logits(torch.tensor([ids]))[0]
+    engine.reset()
+    last, reused = engine.prefill(ids[:10])
+    assert reused == 0
+    steps = [last]
+    for token in ids[10:]:
+        steps.append(engine.step(token))
+    assert relative_error(torch.stack(steps), full[9:]) <= 1e-5
+
+
+def test_prefix_reuse_prefills_only_the_new_tokens(pair):
+    _, engine = pair
+    engine.reset()
+    ids = prompt(50, seed=5)[0].tolist()
+    engine.prefill(ids[:30])
+    logits, reused = engine.prefill(ids[:20] + ids[35:50])  # shares 20 tokens with the cache
+    assert reused == 20
+    fresh = engine.logits(torch.tensor([ids[:20] + ids[35:50]]))[0, -1]
+    assert relative_error(logits, fresh) <= 1e-5
+    _, reused = engine.prefill(ids[:20] + ids[35:50])  # the same prompt again: all but the last token
+    assert reused == 34
+
+
+def test_greedy_generation_matches_transformers(pair):
+    reference, engine = pair
+    ids = prompt(12, seed=6)[:1]
+    expected = reference.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0,
+                                  min_new_tokens=16)[0, 12:].tolist()
+    engine.reset()
+    assert engine.generate(ids[0].tolist(), 16, stop_ids=[]) == expected
+
+
+def test_generation_stops_on_a_stop_id(pair):
+    _, engine = pair
+    ids = prompt(8, seed=7)[0].tolist()
+    free = engine.generate(ids, 10, stop_ids=[])
+    stopped = engine.generate(ids, 10, stop_ids=[free[3]])
+    assert stopped == free[: free.index(free[3]) + 1]
+
+
+def test_sampling_is_reproducible_with_a_seed(pair):
+    _, engine = pair
+    ids = prompt(8, seed=8)[0].tolist()
+    first = engine.generate(ids, 12, temperature=1.0, top_p=0.9, stop_ids=[], seed=11)
+    again = engine.generate(ids, 12, temperature=1.0, top_p=0.9, stop_ids=[], seed=11)
+    other = engine.generate(ids, 12, temperature=1.0, top_p=0.9, stop_ids=[], seed=12)
+    assert first == again
+    assert first != other
+
+
+def test_bad_token_ids_are_refused(pair):
+    _, engine = pair
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 512\)"):
+        engine.logits(torch.tensor([[1, 512]]))
+    with pytest.raises(ValueError, match="exceed the model's context of 256"):
+        engine.prefill(list(range(2, 300)))
+
+
+# ---------------------------------------------------------------- quantised checkpoints
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory):
+    config = tiny_config()
+    return save_reference(random_reference(config, seed=21), tmp_path_factory.mktemp("ref"))
+
+
+@pytest.mark.parametrize("fmt", ["int4", "fp8"])
+def test_quantised_checkpoint_matches_its_dequantised_weights(fmt, reference_dir, tmp_path):
+    from transformers import DeepseekV3ForCausalLM
+
+    quantised, dense = quantised_copies(reference_dir, tmp_path, fmt)
+    reference = DeepseekV3ForCausalLM.from_pretrained(dense, dtype=torch.float32).eval()
+    ids = prompt(20, seed=9)
+    expected = reference(ids).logits
+    kept = Engine.from_pretrained(quantised, dtype=torch.float32, quant="auto", progress=False)
+    experts = next(layer.mlp.experts for layer in kept.model.layers if hasattr(layer.mlp, "experts"))
+    assert experts.fmt == ("int4" if fmt == "int4" else "fp8")  # "auto" keeps the checkpoint's format
+    assert relative_error(kept.logits(ids), expected) <= 1e-4
+    dequantised = Engine.from_pretrained(quantised, dtype=torch.float32, quant="none", progress=False)
+    assert relative_error(dequantised.logits(ids), expected) <= 1e-4
+
+
+def test_int4_on_load_equals_an_int4_checkpoint(reference_dir, tmp_path):
+    """Quantising bf16/fp32 experts while loading gives exactly the weights an INT4 checkpoint holds."""
+    quantised, _ = quantised_copies(reference_dir, tmp_path, "int4")
+    on_load = Engine.from_pretrained(reference_dir, dtype=torch.float32, quant="int4", progress=False)
+    from_disk = Engine.from_pretrained(quantised, dtype=torch.float32, quant="auto", progress=False)
+    ids = prompt(16, seed=10)
+    assert torch.equal(on_load.logits(ids), from_disk.logits(ids))
+
+
+def test_fp8_checkpoint_quantised_to_int4_on_load(reference_dir, tmp_path):
+    """FP8 experts are dequantised and requantised to INT4 on load; other linears stay FP8."""
+    from kimicode.backends.k2.quant import dequantize_fp8_block, quantize_int4
+    from tests.backends.k2.checkpoints import read_tensors
+
+    quantised, _ = quantised_copies(reference_dir, tmp_path, "fp8")
+    int4 = Engine.from_pretrained(quantised, dtype=torch.float32, quant="int4", progress=False)
+    layer = next(i for i, block in enumerate(int4.model.layers) if hasattr(block.mlp, "experts"))
+    experts = int4.model.layers[layer].mlp.experts
+    assert experts.fmt == "int4"
+    assert int4.model.layers[0].self_attn.kv_a_proj_with_mqa.fmt == "fp8"
+    stored = read_tensors(quantised)
+    stem = f"model.layers.{layer}.mlp.experts.5.down_proj"
+    dense = dequantize_fp8_block(stored[f"{stem}.weight"], stored[f"{stem}.weight_scale_inv"], torch.float32, (32, 32))
+    packed, scale = quantize_int4(dense)
+    assert torch.equal(experts.down_proj_weight_packed[5], packed)
+    assert torch.equal(experts.down_proj_weight_scale[5], scale)
+    assert torch.isfinite(int4.logits(prompt(8, seed=12))).all()
+
+
+def test_bf16_engine_tracks_fp32(reference_dir):
+    fp32 = Engine.from_pretrained(reference_dir, dtype=torch.float32, progress=False)
+    bf16 = Engine.from_pretrained(reference_dir, dtype=torch.bfloat16, progress=False)
+    ids = prompt(16, seed=13)
+    assert bf16.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert relative_error(bf16.logits(ids), fp32.logits(ids)) < 0.05
