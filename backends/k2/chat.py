@@ -92,7 +92,7 @@ def render_segments(
         elif role == "assistant":
             out.add(IM_ASSISTANT, "assistant", IM_MIDDLE)
             if thinking:
-                reasoning = "" if position <= last_plain_reply else message.get("reasoning_content") or ""
+                reasoning = "" if position <= last_plain_reply else _plain(message.get("reasoning_content") or "")
                 out.add(THINK_BEGIN, reasoning, THINK_END)
             out.add(text)
             if message.get("tool_calls"):
@@ -105,13 +105,16 @@ def render_segments(
         elif role == "tool":
             out.turn(IM_SYSTEM, "tool", f"## Return of {message.get('tool_call_id') or ''}\n{text}")
         else:  # system, and any other role the way the official template does it
-            out.turn(IM_SYSTEM, role, text)
+            out.turn(IM_SYSTEM, _plain(role), text)
     if add_generation_prompt:
         out.add(IM_ASSISTANT, "assistant", IM_MIDDLE)
     return out.pieces
 
 
 class _Pieces:
+    """Collects the prompt; callers pass message text through `_plain`, so that only
+    the template's own constants arrive here as Special."""
+
     def __init__(self) -> None:
         self.pieces: list[str] = []
 
@@ -120,7 +123,6 @@ class _Pieces:
             if isinstance(part, Special):
                 self.pieces.append(part)
             elif part:
-                part = str(part)  # a plain copy: only the template makes Specials
                 if self.pieces and not isinstance(self.pieces[-1], Special):
                     self.pieces[-1] += part
                 else:
@@ -135,21 +137,26 @@ def content_text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
-        return content
+        return _plain(content)
     if isinstance(content, list):
         parts = []
         for part in content:
             if isinstance(part, str):
-                parts.append(part)
+                parts.append(_plain(part))
             elif isinstance(part, dict) and part.get("type", "text") == "text":
-                parts.append(str(part.get("text") or ""))
+                parts.append(_plain(part.get("text") or ""))
         return "".join(parts)
-    return str(content)
+    return _plain(content)
+
+
+def _plain(value: Any) -> str:
+    """`value` as an exact str: a Special that arrives inside a message is just text."""
+    return str(value)  # str() of a str subclass is an exact str
 
 
 def _arguments_text(arguments: Any) -> str:
     if isinstance(arguments, str):
-        return arguments
+        return _plain(arguments)
     return json.dumps({} if arguments is None else arguments, separators=(",", ":"), ensure_ascii=False)
 
 

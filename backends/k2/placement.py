@@ -98,8 +98,8 @@ def plan_placement(
             have = sum(capacity.values())
             hint = "" if offload or all(d.type == "cpu" for d in devices) else "; keep the routed experts in host memory (experts_on_cpu)"
             raise CheckpointError(
-                f"not enough memory: the weights need {total / GiB:.1f} GiB on {_names(devices)}, "
-                f"which have {have / GiB:.1f} GiB usable ({name} does not fit){hint}, or quantise the experts (quant='int4')"
+                f"not enough memory: the weights need {format_bytes(total)} on {_names(devices)}, "
+                f"which have {format_bytes(have)} usable ({name} does not fit){hint}, or quantise the experts (quant='int4')"
             )
         device = devices[slot]
         need[str(device)] = need.get(str(device), 0) + size
@@ -108,8 +108,8 @@ def plan_placement(
         need["cpu"] = need.get("cpu", 0) + host_experts
         if need["cpu"] > free["cpu"]:
             raise CheckpointError(
-                f"not enough host memory for the routed experts: they need {need['cpu'] / GiB:.1f} GiB, "
-                f"{free['cpu'] / GiB:.1f} GiB is available"
+                f"not enough host memory for the routed experts: they need {format_bytes(need['cpu'])}, "
+                f"{format_bytes(free['cpu'])} is available"
             )
     layers = assigned[1:-1]
     experts = [cpu if offload else device for device in layers]
@@ -118,3 +118,11 @@ def plan_placement(
 
 def _names(devices: list[torch.device]) -> str:
     return ", ".join(str(d) for d in devices)
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
