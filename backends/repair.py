@@ -14,36 +14,28 @@ import json
 import re
 from typing import Any
 
-from kimicode.backends.k2.chat import TOOL_SECTION_OPENERS, tool_name_from_id
+from kimicode.backends.k2.chat import TOOL_SECTION_OPENERS, normalize_tool_call_ids, tool_name_from_id
 
 
 def normalize_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A copy of `messages` with K2-style tool-call ids, valid JSON arguments, and
 reasoning kept only on the turns after the last user message."""
-    renamed: dict[str, str] = {}
-    index = 0
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    out = []
-    for position, message in enumerate(messages):
-        message = dict(message)
+    out = normalize_tool_call_ids(messages)  # copies every message
+    for position, message in enumerate(out):
         if position < last_user:  # reasoning is only sent back for the current tool loop
             message.pop("reasoning_content", None)
         if message.get("role") == "assistant" and message.get("tool_calls"):
-            calls = []
-            for call in message["tool_calls"]:
-                function = call["function"]
-                new_id = f"functions.{function['name']}:{index}"
-                index += 1
-                renamed[call["id"]] = new_id
-                arguments, error = repair_arguments(function.get("arguments") or "")
-                if error is not None:
-                    arguments = json.dumps({"_invalid_arguments": (function.get("arguments") or "")[:2000]})
-                calls.append({**call, "id": new_id, "function": {**function, "arguments": arguments}})
-            message["tool_calls"] = calls
-        elif message.get("role") == "tool" and message.get("tool_call_id") in renamed:
-            message["tool_call_id"] = renamed[message["tool_call_id"]]
-        out.append(message)
+            message["tool_calls"] = [_with_valid_arguments(call) for call in message["tool_calls"]]
     return out
+
+
+def _with_valid_arguments(call: dict[str, Any]) -> dict[str, Any]:
+    function = call["function"]
+    arguments, error = repair_arguments(function.get("arguments") or "")
+    if error is not None:
+        arguments = json.dumps({"_invalid_arguments": (function.get("arguments") or "")[:2000]})
+    return {**call, "function": {**function, "arguments": arguments}}
 
 
 def repair_tool_name(name: str, declared: set[str]) -> str:

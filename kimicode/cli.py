@@ -21,6 +21,16 @@ app = typer.Typer(
 )
 
 
+from kimicode.engine_cli import engine_app  # noqa: E402  (light: typer only)
+
+app.add_typer(engine_app, name="engine")
+
+
+class Backend(str, Enum):
+    api = "api"
+    local = "local"
+
+
 class OutputFormat(str, Enum):
     text = "text"
     json = "json"
@@ -43,6 +53,8 @@ def main_command(
     provider: Annotated[Optional[str], typer.Option(help="Provider name from the config (moonshot, openrouter, custom, …).")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (vLLM, SGLang, a proxy).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id.")] = None,
+    backend: Annotated[Optional[Backend], typer.Option(help="api (default) or local: the in-process engine on --model-path.")] = None,
+    model_path: Annotated[Optional[Path], typer.Option(help="K2-family checkpoint folder for --backend local.")] = None,
     approval_mode: Annotated[Optional[Mode], typer.Option(help="ask | auto-edit | auto (headless default) | yolo | plan.")] = None,
     yolo: Annotated[bool, typer.Option("--yolo", help="Allow everything except the hard deny-list.")] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Plan mode: read and investigate only, answer with a plan.")] = False,
@@ -78,6 +90,8 @@ def main_command(
         "provider": provider,
         "base_url": base_url,
         "model": model,
+        "backend": backend.value if backend else None,
+        "model_path": str(model_path.resolve()) if model_path else None,
         "approval_mode": approval_mode.value if approval_mode else None,
         "max_steps": max_steps,
         "max_cost": max_cost,
@@ -174,6 +188,8 @@ def acp(
     provider: Annotated[Optional[str], typer.Option(help="Provider name from the config (moonshot, openrouter, custom, …).")] = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint URL (vLLM, SGLang, a proxy).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model id.")] = None,
+    backend: Annotated[Optional[Backend], typer.Option(help="api (default) or local: the in-process engine on --model-path.")] = None,
+    model_path: Annotated[Optional[Path], typer.Option(help="K2-family checkpoint folder for --backend local.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging to stderr.")] = False,
 ) -> None:
     """Serve the Agent Client Protocol on stdin/stdout, for editors (Zed, JetBrains, Neovim, Emacs)."""
@@ -187,7 +203,13 @@ def acp(
     if not stat.S_ISFIFO(os.fstat(1).st_mode) and not stat.S_ISSOCK(os.fstat(1).st_mode):
         _fail("`kimicode acp` talks to an editor over pipes; configure your editor to start it (docs/editors.md)")
     _setup_logging(verbose)  # stderr: stdout carries only protocol frames
-    flags = {"provider": provider, "base_url": base_url, "model": model}
+    flags = {
+        "provider": provider,
+        "base_url": base_url,
+        "model": model,
+        "backend": backend.value if backend else None,
+        "model_path": str(model_path.resolve()) if model_path else None,
+    }
     asyncio.run(serve({k: v for k, v in flags.items() if v is not None}))
 
 

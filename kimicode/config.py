@@ -28,6 +28,8 @@ ENV_VARS = {
     "KIMICODE_MODEL": "model",
     "KIMICODE_API_KEY": "api_key",
     "KIMICODE_APPROVAL_MODE": "approval_mode",
+    "KIMICODE_BACKEND": "backend",
+    "KIMICODE_MODEL_PATH": "model_path",
 }
 
 
@@ -66,6 +68,22 @@ class ModelSettings(_Strict):
         None, ge=0, description="USD per million cache-hit input tokens (default: input_price)."
     )
     output_price: float = Field(0.0, ge=0, description="USD per million output tokens.")
+
+
+class LocalSettings(_Strict):
+    """The in-process engine (backend "local"); see docs/engine.md."""
+
+    device: str = Field("auto", description="auto | cpu | cuda (every visible GPU) | cuda:N.")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="Compute dtype.")
+    quant: Literal["auto", "none", "int4"] = Field(
+        "auto", description="auto keeps the checkpoint's format; int4 quantises routed experts on load; none dequantises."
+    )
+    experts_on_cpu: bool = Field(False, description="Keep routed experts in host memory (a model larger than the GPUs).")
+    context_window: int | None = Field(None, gt=0, description="Cap on the context (default: the checkpoint's).")
+    max_output: int = Field(8192, gt=0, description="Most tokens one reply may produce.")
+    temperature: float | None = Field(None, ge=0, le=2, description="Default: 0.6, or 1.0 for thinking checkpoints.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int | None = Field(None, description="Fixed sampling seed, for reproducible runs.")
 
 
 class PermissionSettings(_Strict):
@@ -118,11 +136,13 @@ class McpServerSettings(_Strict):
 
 
 class Settings(_Strict):
+    backend: Literal["api", "local"] = Field("api", description="api (an OpenAI-compatible endpoint) or local (the in-process engine).")
     provider: str = Field("moonshot", description="A name from [providers], or 'custom' with base_url.")
     base_url: str | None = Field(None, description="Overrides the provider's endpoint.")
     api_key: str | None = Field(None, description="API key; prefer the provider's environment variable.")
     model: str | None = Field(None, description="Model id; defaults to the provider's model.")
-    model_path: str | None = Field(None, description="Local K2-family checkpoint folder (provider 'local').")
+    model_path: str | None = Field(None, description="K2-family checkpoint folder for backend 'local'.")
+    local: LocalSettings = Field(default_factory=LocalSettings)
     approval_mode: ApprovalMode | None = Field(None, description="ask (interactive default) | auto-edit | auto (headless default) | yolo | plan.")
     max_steps: int = Field(100, ge=1, description="Most model calls in one task.")
     max_cost: float | None = Field(None, gt=0, description="Stop once the task has cost this many USD.")
@@ -238,15 +258,12 @@ def _lookup(data: dict[str, Any], dotted: str) -> Any:
 
 def resolve_endpoint(settings: Settings, env: dict[str, str] | None = None) -> Endpoint:
     env = os.environ if env is None else env
-    if settings.provider == "local":
-        raise ConfigError(
-            "the in-process engine (provider 'local') is not part of this build yet; use an API provider, "
-            "or serve the checkpoint with vLLM or SGLang and pass its URL with --base-url"
-        )
+    if is_local(settings):
+        return local_endpoint(settings)
     provider = settings.providers.get(settings.provider)
     if provider is None and settings.provider != "custom":
-        known = ", ".join(sorted([*settings.providers, "custom", "local"]))
-        raise ConfigError(f"unknown provider {settings.provider!r}; choose one of: {known}")
+        known = ", ".join(sorted([*settings.providers, "custom"]))
+        raise ConfigError(f"unknown provider {settings.provider!r}; choose one of: {known} (or --backend local)")
     base_url = settings.base_url or (provider.base_url if provider else None)
     if not base_url:
         raise ConfigError("provider 'custom' needs a base_url (--base-url or KIMICODE_BASE_URL)")
@@ -265,6 +282,46 @@ def resolve_endpoint(settings: Settings, env: dict[str, str] | None = None) -> E
         key = "none"  # self-hosted servers (vLLM, SGLang) often need no key
     headers = provider.headers if provider else {}
     return Endpoint(settings.provider, base_url, key, model_info(settings, model_name), headers)
+
+
+def is_local(settings: Settings) -> bool:
+    return settings.backend == "local" or settings.provider == "local"
+
+
+def local_endpoint(settings: Settings) -> Endpoint:
+    """The in-process engine's model facts, read from the checkpoint's config.json (no torch)."""
+    import json
+
+    if not settings.model_path:
+        raise ConfigError("backend 'local' needs a checkpoint folder: pass --model-path DIR or set model_path")
+    folder = Path(settings.model_path).expanduser()
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--model-path {folder}: no config.json there (a Hugging Face checkpoint folder is needed)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{folder / 'config.json'}: unreadable ({exc})") from exc
+    for name in ("tiktoken.model", "tokenizer_config.json"):
+        if not (folder / name).is_file():
+            raise ConfigError(f"--model-path {folder}: {name} is missing (the K2 tokenizer ships with the weights)")
+    text = raw.get("text_config", raw)
+    template = ""
+    try:
+        template = str(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") or "")
+    except (OSError, json.JSONDecodeError):
+        pass
+    thinking = "<think>" in template
+    local = settings.local
+    window = int(text.get("max_position_embeddings", 131_072))
+    name = settings.model or folder.name
+    info = ModelInfo(
+        name=name,
+        context_window=min(window, local.context_window or window),
+        max_output=local.max_output,
+        temperature=local.temperature if local.temperature is not None else (1.0 if thinking else 0.6),
+        supports_reasoning=thinking,
+    )
+    return Endpoint("local", str(folder), "", info, {})
 
 
 def model_info(settings: Settings, name: str) -> ModelInfo:

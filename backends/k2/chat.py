@@ -98,7 +98,7 @@ def render_segments(
             if message.get("tool_calls"):
                 out.add(TOOL_SECTION_BEGIN)
                 for call in message["tool_calls"]:
-                    arguments = _arguments_text(call.get("function", {}).get("arguments"))
+                    arguments = _arguments_text((call.get("function") or {}).get("arguments"))
                     out.add(TOOL_CALL_BEGIN, call["id"], TOOL_CALL_ARGUMENT_BEGIN, arguments, TOOL_CALL_END)
                 out.add(TOOL_SECTION_END)
             out.add(IM_END)

@@ -20,7 +20,7 @@ from kimicode.approval import ApprovalPolicy, RuleStore
 from kimicode.index.indexer import RepoIndex
 from kimicode.index.repomap import default_budget, render_map
 from kimicode.backends.base import Backend
-from kimicode.config import ApprovalMode, Endpoint, Settings, resolve_endpoint
+from kimicode.config import ApprovalMode, ConfigError, Endpoint, Settings, resolve_endpoint
 from kimicode.paths import project_grants_path
 from kimicode.tools.base import Tool, ToolContext, ToolRegistry
 from kimicode.tools.plan import UpdatePlan
@@ -91,9 +91,11 @@ def create_agent(
 
 def create_backend(settings: Settings, endpoint: Endpoint | None = None) -> Backend:
     """The backend the settings choose (raises ConfigError when they choose none that works)."""
+    endpoint = endpoint or resolve_endpoint(settings)
+    if endpoint.provider == "local":
+        return _local_backend(settings, endpoint)
     from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy  # loads openai
 
-    endpoint = endpoint or resolve_endpoint(settings)
     return OpenAICompatBackend(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,
@@ -102,6 +104,23 @@ def create_backend(settings: Settings, endpoint: Endpoint | None = None) -> Back
         request_timeout=settings.request_timeout,
         headers=endpoint.headers,
     )
+
+
+def _local_backend(settings: Settings, endpoint: Endpoint) -> Backend:
+    """The in-process engine; torch loads here and only here."""
+    try:
+        from kimicode.backends.k2.backend import LocalBackend, LocalOptions
+        from kimicode.backends.k2.config import CheckpointError
+    except ImportError as exc:
+        raise ConfigError(
+            f"backend 'local' needs the engine extra ({exc.name} is missing): pip install 'kimicode[engine]'"
+        ) from exc
+    local = settings.local
+    options = LocalOptions(local.device, local.dtype, local.quant, local.experts_on_cpu, local.top_p, local.seed)
+    try:
+        return LocalBackend.load(endpoint.base_url, endpoint.model, options)
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _checkpoints(settings: Settings, root: Path) -> CheckpointStore | None:
