@@ -29,8 +29,7 @@ def info(path: Annotated[Path, typer.Argument(help="Checkpoint folder (config.js
     from rich.console import Console
     from rich.table import Table
 
-    from kimicode.backends.k2.inventory import count_parameters, kv_cache_bytes_per_token, weight_bytes
-    from kimicode.backends.k2.placement import format_bytes
+    from kimicode.backends.k2.inventory import count_parameters, format_bytes, kv_cache_bytes_per_token, weight_bytes
 
     config = _config(path)
     counts = count_parameters(config)

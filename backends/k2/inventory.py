@@ -88,3 +88,11 @@ def weight_bytes(config: ModelConfig, quant: str) -> tuple[float, float]:
 
 def kv_cache_bytes_per_token(config: ModelConfig, dtype_bytes: int = 2) -> int:
     return config.num_hidden_layers * config.latent_dim * dtype_bytes
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from kimicode.backends.k2.config import CheckpointError
+from kimicode.backends.k2.inventory import format_bytes
 
 GiB = 1024**3
 # Leave room on each GPU for activations, the KV cache and the CUDA context.
@@ -119,10 +120,3 @@ def plan_placement(
 def _names(devices: list[torch.device]) -> str:
     return ", ".join(str(d) for d in devices)
 
-
-def format_bytes(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")

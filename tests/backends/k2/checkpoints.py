@@ -125,3 +125,15 @@ def quantised_copies(reference_dir: Path, out: Path, fmt: str) -> tuple[Path, Pa
     write_checkpoint(quantised, {**config, "quantization_config": quant}, out / fmt)
     write_checkpoint(dense, config, out / f"{fmt}-dense")
     return out / fmt, out / f"{fmt}-dense"
+
+
+def write_tiny_k2(path: Path, max_position_embeddings: int = 32768, seed: int = 5) -> Path:
+    """A complete tiny K2 folder: random fp32 weights plus a small tokenizer in K2's format."""
+    from tests.backends.k2.vocab import write_tokenizer_dir
+
+    path.mkdir(parents=True, exist_ok=True)
+    base = write_tokenizer_dir(path)
+    config = tiny_config(vocab_size=base + 256, bos_token_id=base, eos_token_id=base + 1,
+                         max_position_embeddings=max_position_embeddings)
+    random_reference(config, seed=seed).save_pretrained(path)
+    return path

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from kimicode.backends.k2.config import CheckpointError, ModelConfig  # noqa: E402
 from kimicode.backends.k2.loader import load_model  # noqa: E402
 from kimicode.backends.k2.model import Formats, Transformer  # noqa: E402
-from kimicode.backends.k2.placement import GiB, plan_placement  # noqa: E402
+from kimicode.backends.k2.placement import GiB, module_bytes, plan_placement  # noqa: E402
 from tests.backends.k2.checkpoints import random_reference, read_tensors, tiny_config, write_checkpoint  # noqa: E402
 
 CPU = [torch.device("cpu")]
@@ -142,3 +142,20 @@ def test_experts_in_host_memory_compute_the_same(weights, tmp_path):
     plain = Engine.from_pretrained(path, dtype=torch.float32, progress=False)
     ids = torch.randint(2, 512, (1, 12), generator=torch.Generator().manual_seed(0))
     assert torch.equal(engine.logits(ids), plain.logits(ids))
+
+
+@pytest.mark.parametrize(("quant", "formats"), [("auto", ("dense", "dense")), ("int4", ("dense", "int4"))])
+def test_engine_info_arithmetic_matches_the_built_model(quant, formats):
+    """`kimicode engine info` computes sizes from config.json alone; they must equal the real model's."""
+    from kimicode.backends.k2.inventory import count_parameters, weight_bytes
+
+    hf = tiny_config(num_hidden_layers=5, q_lora_rank=24, n_shared_experts=2)
+    config = ModelConfig.from_dict(hf.to_dict())
+    with torch.device("meta"):
+        model = Transformer(config, Formats(torch.bfloat16, *formats))
+    counts = count_parameters(config)
+    if quant == "auto":
+        assert counts.total == sum(p.numel() for p in model.parameters())
+    experts = sum(module_bytes(layer.mlp.experts) for layer in model.layers if hasattr(layer.mlp, "experts"))
+    rest, routed = weight_bytes(config, quant)
+    assert (rest, routed) == (module_bytes(model) - experts, experts)
