@@ -30,9 +30,12 @@ def write_user_config(text):
 
 @pytest.fixture
 def checkpoint(tmp_path):
+    """What the setup checks of a checkpoint folder: its config and tokenizer files."""
     folder = tmp_path / "kimi-k2"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text('{"model_type": "kimi_k2", "max_position_embeddings": 262144}')
+    (folder / "tiktoken.model").write_text("IQ== 0\n")
+    (folder / "tokenizer_config.json").write_text("{}")
     return folder
 
 
@@ -109,24 +112,24 @@ def test_custom_server_with_a_key(tmp_path):
     assert (endpoint.base_url, endpoint.api_key) == ("https://llm.internal/v1", "proxy-key")
 
 
-def test_local_engine_is_refused_while_this_build_has_no_engine(tmp_path, checkpoint):
+def test_a_folder_without_the_tokenizer_is_refused_and_nothing_saved(tmp_path, checkpoint):
     old = 'provider = "custom"\nbase_url = "http://old:1/v1"\napi_key = "sk-old"\nmodel = "m"\n'
     write_user_config(old)
-    with pytest.raises(ConfigError, match="not part of this build yet"):
+    (checkpoint / "tiktoken.model").unlink()
+    with pytest.raises(ConfigError, match="tiktoken.model is missing"):
         save_backend_choice("local", model_path=str(checkpoint))
     assert user_config_path().read_text() == old  # a start that always fails is never saved
 
 
 def test_local_engine_stores_the_absolute_folder_and_drops_url_and_key(tmp_path, checkpoint, monkeypatch):
-    import kimicode.user_config
-
-    monkeypatch.setattr(kimicode.user_config, "resolve_endpoint", lambda settings, env: None)  # as with an engine
     write_user_config('provider = "custom"\nbase_url = "http://old:1/v1"\napi_key = "sk-old"\nmodel = "m"\n')
     monkeypatch.chdir(checkpoint.parent)
     save_backend_choice("local", model_path="kimi-k2")
     settings = load_settings(tmp_path, env={})
     assert (settings.provider, settings.model_path) == ("local", str(checkpoint.resolve()))
     assert (settings.base_url, settings.api_key, settings.model) == (None, None, None)
+    endpoint = resolve_endpoint(settings, env={})
+    assert (endpoint.provider, endpoint.model.name, endpoint.model.context_window) == ("local", "kimi-k2", 262144)
 
 
 def test_moonshot_china_platform(tmp_path):

@@ -88,15 +88,21 @@ class LocalBackend:
         cancel = threading.Event()
         done = object()
 
+        def post(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's loop has closed: nobody is listening
+                cancel.set()
+
         def work() -> None:
             try:
                 with self._lock:
                     for event in self.generate_events(request, cancel):
-                        loop.call_soon_threadsafe(queue.put_nowait, event)
+                        post(event)
             except BaseException as exc:  # handed to the consumer, which re-raises it
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                post(exc)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
+                post(done)
 
         threading.Thread(target=work, name="k2-generate", daemon=True).start()
         try:
@@ -116,6 +122,11 @@ class LocalBackend:
         return self.tokenizer.encode_segments(segments)
 
     def generate_events(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
+        names = [tool["function"]["name"] for tool in request.tools or []]
+        try:
+            ToolCallGuard(names)  # a name the guard cannot express fails now, not mid-reply
+        except ValueError as exc:
+            raise BackendError(f"cannot guard tool calls: {exc}") from exc
         ids = self.prompt_ids(request)
         context = self.info.context_window
         if len(ids) >= context:
@@ -124,7 +135,6 @@ class LocalBackend:
         temperature = self.info.temperature if request.temperature is None else request.temperature
         logits, reused = self.engine.prefill(ids)
         generator = make_generator(self.seed, logits.device)
-        names = [tool["function"]["name"] for tool in request.tools]
         openers = {self.tokenizer.id_of(TOOL_SECTION_BEGIN), self.tokenizer.id_of(TOOL_CALL_BEGIN)}
         parser, decoder = StreamParser(text_markers=False), self.tokenizer.stream_decoder()
         guard: _GuardedSection | None = None
@@ -135,7 +145,7 @@ class LocalBackend:
             if self.logit_bias:
                 logits = _biased(logits, self.logit_bias)
             left = budget - produced
-            if guard is None and left <= CLOSING_RESERVE:
+            if guard is None and (left <= CLOSING_RESERVE or not names):  # no tools: no tool section
                 logits = _biased(logits, dict.fromkeys(openers, float("-inf")))
             elif guard is not None and not forced and left <= 4 * CLOSING_RESERVE:
                 closing = guard.closing_tokens()

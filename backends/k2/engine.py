@@ -83,6 +83,8 @@ class Engine:
         reused = min(reused, len(ids) - 1)  # the last token must run to give logits
         self._ensure_capacity(len(ids))
         assert self._cache is not None
+        # Forget the tail first: if the forward fails halfway, rows past `reused` are stale.
+        self._cached_ids = self._cached_ids[:reused]
         new = torch.tensor([ids[reused:]], device=self.device)
         logits = self.model(new, reused, self._cache)[0, -1]
         self._cached_ids = list(ids)

@@ -21,7 +21,7 @@ from torch import nn
 from kimicode.backends.k2.config import CheckpointError, ModelConfig
 from kimicode.backends.k2.model import Experts, Formats, Linear, Transformer, rope_inv_freq
 from kimicode.backends.k2.placement import Placement, plan_placement
-from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4, quantize_int4
+from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4, quantize_fp8_block, quantize_int4
 
 _EXPERT = re.compile(r"^(layers\.\d+\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)$")
 _SUFFIXES = ("weight_scale_inv", "weight_packed", "weight_scale", "weight_shape", "e_score_correction_bias", "weight")
@@ -319,23 +319,19 @@ def _store(group: WeightGroup, parts: dict[str, torch.Tensor], expected: dict[st
         real_shape = tuple(int(v) for v in parts["weight_shape"].tolist())
         if real_shape != dest.shape:
             raise CheckpointError(f"{group.parts['weight_shape']} says {list(real_shape)}, config.json implies {list(dest.shape)}")
+    # The stored form of this weight, converted to the module's format when they differ
+    # (a checkpoint may leave some layers unquantised, or quant= asks for another format).
     target = dest.module.fmt
-    if dest.kind == "linear":
-        if target == group.source == "fp8":
-            dest.module.weight.copy_(parts["weight"])
-            dest.module.weight_scale_inv.copy_(parts["weight_scale_inv"])
-        else:
-            dest.module.weight.copy_(_dense(group, parts, formats.fp8_block))
-        return
-    experts: Experts = dest.module  # type: ignore[assignment]
-    prefix, e = dest.projection, dest.expert
     if target == group.source and target in ("int4", "fp8"):
-        for suffix, tensor in parts.items():
-            if suffix != "weight_shape":
-                getattr(experts, f"{prefix}_{suffix}")[e].copy_(tensor)
+        stored = {suffix: tensor for suffix, tensor in parts.items() if suffix != "weight_shape"}
     elif target == "int4":
-        packed, scale = quantize_int4(_dense(group, parts, formats.fp8_block).to(experts.gate_proj_weight_packed.device))
-        getattr(experts, f"{prefix}_weight_packed")[e].copy_(packed)
-        getattr(experts, f"{prefix}_weight_scale")[e].copy_(scale)
+        stored = dict(zip(("weight_packed", "weight_scale"), quantize_int4(_dense(group, parts, formats.fp8_block))))
+    elif target == "fp8":
+        stored = dict(zip(("weight", "weight_scale_inv"), quantize_fp8_block(_dense(group, parts, formats.fp8_block), formats.fp8_block)))
     else:
-        getattr(experts, f"{prefix}_weight")[e].copy_(_dense(group, parts, formats.fp8_block))
+        stored = {"weight": _dense(group, parts, formats.fp8_block)}
+    for suffix, tensor in stored.items():
+        if dest.kind == "linear":
+            getattr(dest.module, suffix).copy_(tensor)
+        else:
+            getattr(dest.module, f"{dest.projection}_{suffix}")[dest.expert].copy_(tensor)

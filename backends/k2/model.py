@@ -20,6 +20,8 @@ from torch import nn
 from kimicode.backends.k2.config import ModelConfig
 from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4
 
+SCORES_BUDGET = 256 * 1024**2  # bytes of attention scores one absorbed-attention chunk may hold
+
 # How a linear weight is held in memory: "dense" (the compute dtype), "fp8" (block FP8
 # with `weight_scale_inv`) or "int4" (packed, group 32; routed experts only).
 WeightFormat = str
@@ -199,17 +201,24 @@ class Attention(nn.Module):
         return self.o_proj(out.flatten(2))
 
     def _absorbed(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
-        """Decode: fold kv_b's key half into the query and its value half into the output,
-        so attention runs on the latent directly (per-head K and V never exist)."""
+        """Fold kv_b's key half into the query and its value half into the output, so
+        attention runs on the latent directly (per-head K and V never exist). Queries go
+        in chunks so the fp32 scores stay within SCORES_BUDGET bytes at any context."""
         seq, end = q_nope.shape[1], kv.shape[1]
         q_latent = torch.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, : self.nope_dim])
-        scores = torch.einsum("bshc,btc->bsht", q_latent, kv) + torch.einsum("bshr,btr->bsht", q_pe, pe)
-        scores = scores.float() * self.softmax_scale
-        if seq > 1:
-            future = torch.arange(end, device=kv.device)[None, :] > torch.arange(start, end, device=kv.device)[:, None]
-            scores = scores.masked_fill(future[None, :, None, :], float("-inf"))
-        probs = scores.softmax(dim=-1).to(q_nope.dtype)
-        out = torch.einsum("bsht,btc->bshc", probs, kv)
+        chunk = max(1, SCORES_BUDGET // (q_nope.shape[0] * self.n_heads * end * 4))
+        outputs = []
+        for first in range(0, seq, chunk):
+            last = min(first + chunk, seq)
+            scores = torch.einsum("bshc,btc->bsht", q_latent[:, first:last], kv)
+            scores = (scores + torch.einsum("bshr,btr->bsht", q_pe[:, first:last], pe)).float() * self.softmax_scale
+            if start + first < end - 1:  # some query in the chunk has later tokens to hide
+                positions = torch.arange(start + first, start + last, device=kv.device)
+                future = torch.arange(end, device=kv.device)[None, :] > positions[:, None]
+                scores = scores.masked_fill(future[None, :, None, :], float("-inf"))
+            probs = scores.softmax(dim=-1).to(q_nope.dtype)
+            outputs.append(torch.einsum("bsht,btc->bshc", probs, kv))
+        out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
         return torch.einsum("bshc,hdc->bshd", out, wkv_b[:, self.nope_dim :])
 
     def _expanded(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
@@ -364,7 +373,9 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, formats.dtype)
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, formats, "dense")
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
-        # Absorbed attention wins when few new tokens meet many cached ones (decode).
+        # Expanded attention (per-head K/V + fused SDPA) for a prefill from position 0;
+        # absorbed attention on the latent for decode and for tokens after a cached prefix,
+        # where expanding the whole cache would cost memory in proportion to the context.
         self.absorb_below = 16
 
     def layer_devices(self) -> list[torch.device]:
@@ -384,7 +395,7 @@ class Transformer(nn.Module):
         if batch > cache.batch:
             raise ValueError(f"batch {batch} exceeds the cache's batch {cache.batch}")
         if absorbed is None:
-            absorbed = seq < self.absorb_below
+            absorbed = start > 0 or seq < self.absorb_below
         device = self.embed_tokens.weight.device
         positions = torch.arange(start, start + seq, device=device)
         rope = rope_tables(self.config, self.inv_freq, positions)

@@ -30,18 +30,19 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return (nibbles.to(torch.int8) - 8).flatten(-2)
 
 
-def quantize_int4(weight: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_int4(weight: torch.Tensor, group: int = INT4_GROUP, levels: float = 7.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Round-to-nearest symmetric INT4 with one bf16 scale per `group` input columns.
 
-    The scale maps each group's largest magnitude to 7.5 steps: the extreme value
-    clips to ±7 (or -8) steps, but every other value gets a 7% finer grid, which
-    lowers the mean error (see docs/benchmarks.md). Returns (packed, scale).
+    The scale maps each group's largest magnitude to `levels` steps. At 7.5 the
+    extreme value clips to ±7 (or -8) steps, but every other value gets a 7% finer
+    grid than at 7, which lowers the error (measured in docs/benchmarks.md).
+    Returns (packed, scale).
     """
     out_features, in_features = weight.shape[-2:]
     if in_features % group:
         raise ValueError(f"INT4 group {group} does not divide in_features {in_features}")
     grouped = weight.float().reshape(*weight.shape[:-1], in_features // group, group)
-    scale = (grouped.abs().amax(-1, keepdim=True) / 7.5).to(torch.bfloat16)
+    scale = (grouped.abs().amax(-1, keepdim=True) / levels).to(torch.bfloat16)
     safe = scale.float().clamp_min(torch.finfo(torch.float32).tiny)  # all-zero groups stay zero
     q = torch.round(grouped / safe).clamp(-8, 7).to(torch.int8).reshape(weight.shape)
     return pack_int4(q), scale.squeeze(-1)

@@ -186,18 +186,23 @@ async def test_the_configured_provider_is_chosen_at_first():
 async def test_local_checkpoint_folder(tmp_path):
     folder = tmp_path / "Kimi-K2"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text('{"model_type": "kimi_k2"}')
     app = SetupHarness()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("4", "tab")
         await type_text(pilot, str(folder))
         await pilot.press("enter")
         await pilot.pause()
-        # This build has no engine yet: said on the form, nothing saved, the user can pick another way.
-        assert "not part of this build yet" in rendered_text(app)
+        # No tokenizer in the folder: said on the form, nothing saved, the user can fix it or pick another way.
+        assert "tiktoken.model is missing" in rendered_text(app)
         assert isinstance(app.screen, SetupScreen)
-    assert app.results == []
-    assert not user_config_path().exists()
+        assert app.results == []
+        (folder / "tiktoken.model").write_text("IQ== 0\n")
+        (folder / "tokenizer_config.json").write_text("{}")
+        await pilot.press("enter")
+        await pilot.pause()
+    assert [result.provider for result in app.results] == ["local"]
+    assert load_settings(tmp_path, env={}).model_path == str(folder)
 
 
 async def test_a_broken_config_file_is_reported_and_left_alone(tmp_path):

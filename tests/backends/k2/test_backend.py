@@ -179,3 +179,20 @@ def test_special_token_text_in_user_input_stays_plain(checkpoint):
     tokenizer = backend.tokenizer
     assert ids.count(tokenizer.im_end_id) == 2  # the system and the user turn: not the one in the text
     assert re.search("pwned", tokenizer.decode(ids))
+
+
+@pytest.mark.parametrize("opener", ["<|tool_calls_section_begin|>", "<|tool_call_begin|>"])
+def test_without_declared_tools_no_tool_section_opens(checkpoint, opener):
+    backend = make_backend(checkpoint, max_output=20)
+    backend.logit_bias = {**never_stop(backend), backend.tokenizer.id_of(opener): 1e6}
+    events = collect(backend, ChatRequest(conversation("Summarise."), tools=[]))
+    assert not [e for e in events if isinstance(e, (ToolCallDone, ToolCallDelta))]
+    assert events[-1] == Finish("length")
+    assert backend.tokenizer.id_of(opener) not in backend.engine.cached_ids[-19:]
+
+
+def test_a_tool_name_the_guard_cannot_express_is_refused_up_front(checkpoint):
+    backend = make_backend(checkpoint)
+    bad = [{"type": "function", "function": {"name": "read file", "parameters": {"type": "object"}}}]
+    with pytest.raises(BackendError, match="cannot guard tool calls"):
+        collect(backend, ChatRequest(conversation("x"), tools=bad))

@@ -212,3 +212,83 @@ def test_bf16_engine_tracks_fp32_as_closely_as_transformers_bf16(reference_dir):
     assert norm_error(ours) < 0.08
     assert norm_error(ours) < 2.5 * norm_error(theirs)
     assert (ours.argmax(-1) == exact.argmax(-1)).float().mean() > 0.85
+
+
+# ---------------------------------------------------------------- long contexts and failures
+
+@pytest.fixture(scope="module")
+def long_engine(tmp_path_factory):
+    config = tiny_config(max_position_embeddings=1024)
+    path = save_reference(random_reference(config, seed=31), tmp_path_factory.mktemp("long"))
+    return Engine.from_pretrained(path, dtype=torch.float32, progress=False)
+
+
+def test_many_new_tokens_after_a_cached_prefix_and_cache_growth(long_engine):
+    """100 new tokens after 200 cached ones (the chunked absorbed path), then decode past the
+    first cache allocation (256 slots): all equal a fresh full forward."""
+    engine = long_engine
+    ids = torch.randint(2, 512, (1, 330), generator=torch.Generator().manual_seed(2))[0].tolist()
+    full = engine.logits(torch.tensor([ids]))[0]
+    engine.reset()
+    engine.prefill(ids[:200])
+    logits, reused = engine.prefill(ids[:300])
+    assert reused == 200
+    assert relative_error(logits, full[299]) <= 1e-5
+    steps = [engine.step(token) for token in ids[300:]]
+    assert engine._cache.max_len >= 330
+    assert relative_error(torch.stack(steps), full[300:]) <= 1e-5
+
+
+def test_absorbed_attention_in_small_chunks_is_unchanged(long_engine, monkeypatch):
+    import kimicode.backends.k2.model as model
+
+    ids = torch.randint(2, 512, (1, 120), generator=torch.Generator().manual_seed(3))
+    whole = long_engine.model(ids, 0, long_engine.model.new_cache(1, 120), absorbed=True)
+    monkeypatch.setattr(model, "SCORES_BUDGET", 4 * 4 * 120 * 7)  # 7 queries per chunk
+    chunked = long_engine.model(ids, 0, long_engine.model.new_cache(1, 120), absorbed=True)
+    assert relative_error(chunked, whole) <= 1e-6
+
+
+def test_a_failed_prefill_does_not_poison_the_cache(long_engine, monkeypatch):
+    engine = long_engine
+    ids = torch.randint(2, 512, (60,), generator=torch.Generator().manual_seed(4)).tolist()
+    other = torch.randint(2, 512, (60,), generator=torch.Generator().manual_seed(5)).tolist()
+    engine.reset()
+    engine.prefill(ids[:50])
+    layer = engine.model.layers[3]
+    original = type(layer).forward
+
+    def fail(self, *args):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(type(layer), "forward", lambda self, *a: fail(self) if self is layer else original(self, *a))
+    with pytest.raises(RuntimeError, match="simulated"):
+        engine.prefill(ids[:10] + other)  # rewrites rows 10.. in layers 0-2, then fails
+    monkeypatch.undo()
+    logits, reused = engine.prefill(ids)
+    assert reused == 10
+    assert relative_error(logits, engine.logits(torch.tensor([ids]))[0, -1]) <= 1e-5
+
+
+def test_fp8_checkpoint_with_some_layers_left_in_bf16(reference_dir, tmp_path):
+    """Quantised checkpoints leave some linears unquantised; each is stored in the module's format."""
+    import json
+
+    from transformers import DeepseekV3ForCausalLM
+
+    from tests.backends.k2.checkpoints import read_tensors, write_checkpoint
+
+    quantised, dense = quantised_copies(reference_dir, tmp_path, "fp8")
+    tensors = read_tensors(quantised)
+    name = "model.layers.1.self_attn.o_proj"
+    del tensors[f"{name}.weight_scale_inv"]
+    tensors[f"{name}.weight"] = read_tensors(reference_dir)[f"{name}.weight"]
+    mixed = write_checkpoint(tensors, json.loads((quantised / "config.json").read_text()), tmp_path / "mixed")
+    engine = Engine.from_pretrained(mixed, dtype=torch.float32, progress=False)
+    assert engine.model.layers[1].self_attn.o_proj.fmt == "fp8"
+    expected_tensors = read_tensors(dense)
+    expected_tensors[f"{name}.weight"] = engine.model.layers[1].self_attn.o_proj.dense_weight(torch.float32)
+    expected_dir = write_checkpoint(expected_tensors, json.loads((dense / "config.json").read_text()), tmp_path / "expected")
+    reference = DeepseekV3ForCausalLM.from_pretrained(expected_dir, dtype=torch.float32).eval()
+    ids = prompt(16, seed=14)
+    assert relative_error(engine.logits(ids), reference(ids).logits) <= 1e-4
