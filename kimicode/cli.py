@@ -320,7 +320,8 @@ def _run_headless(task: str, output_format: str, workspace: Path, flags: dict[st
         for problem in hub.errors:  # a broken MCP server costs its tools, not the run
             print(f"kimicode: {problem}", file=sys.stderr)
         try:
-            agent = create_agent(settings, workspace, default_mode="auto", resume=resumed, extra_tools=hub.tools)
+            agent = create_agent(settings, workspace, default_mode="auto", resume=resumed, extra_tools=hub.tools,
+                                 load_progress=sys.stderr.isatty())
         except (ConfigError, SessionError, OSError) as exc:
             await hub.close()
             return setup_failed(exc)

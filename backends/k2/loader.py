@@ -273,7 +273,10 @@ def _stream_weights(
     total = sum(_nbytes(checkpoint.tensors[n]) for names in by_file.values() for n in names)
     pending: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)  # parts of groups split across shards
     columns = (TextColumn("loading {task.fields[shard]}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True, disable=not progress) as bar:
+    from rich.console import Console
+
+    # stderr only: stdout may carry an answer (headless) or protocol frames (ACP).
+    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not progress) as bar:
         task = bar.add_task("load", total=total, shard="")
         for file, names in sorted(by_file.items()):
             bar.update(task, shard=file.name)

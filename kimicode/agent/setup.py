@@ -38,6 +38,7 @@ def create_agent(
     default_mode: ApprovalMode,
     resume: SessionState | None = None,
     extra_tools: Sequence[Tool[Any]] = (),
+    load_progress: bool = False,
 ) -> Agent:
     """An agent for `workspace_root`, continuing the session `resume` if given.
 
@@ -46,7 +47,7 @@ def create_agent(
     endpoint = resolve_endpoint(settings)
     mode = settings.approval_mode or default_mode
     workspace = Workspace(workspace_root)
-    backend = create_backend(settings, endpoint)
+    backend = create_backend(settings, endpoint, progress=load_progress)
     policy = ApprovalPolicy(
         mode,
         workspace.root,
@@ -89,11 +90,11 @@ def create_agent(
     )
 
 
-def create_backend(settings: Settings, endpoint: Endpoint | None = None) -> Backend:
+def create_backend(settings: Settings, endpoint: Endpoint | None = None, *, progress: bool = False) -> Backend:
     """The backend the settings choose (raises ConfigError when they choose none that works)."""
     endpoint = endpoint or resolve_endpoint(settings)
     if endpoint.provider == "local":
-        return _local_backend(settings, endpoint)
+        return _local_backend(settings, endpoint, progress)
     from kimicode.backends.openai_compat import OpenAICompatBackend, RetryPolicy  # loads openai
 
     return OpenAICompatBackend(
@@ -106,9 +107,11 @@ def create_backend(settings: Settings, endpoint: Endpoint | None = None) -> Back
     )
 
 
-def _local_backend(settings: Settings, endpoint: Endpoint) -> Backend:
-    """The in-process engine; torch loads here and only here."""
+def _local_backend(settings: Settings, endpoint: Endpoint, progress: bool) -> Backend:
+    """The in-process engine; torch loads here and only here. `progress`: a loading bar on
+    stderr (only a headless run on a terminal wants one; the TUI and ACP own the screen)."""
     try:
+        from kimicode.backends.base import BackendError
         from kimicode.backends.k2.backend import LocalBackend, LocalOptions
         from kimicode.backends.k2.config import CheckpointError
     except ImportError as exc:
@@ -118,8 +121,8 @@ def _local_backend(settings: Settings, endpoint: Endpoint) -> Backend:
     local = settings.local
     options = LocalOptions(local.device, local.dtype, local.quant, local.experts_on_cpu, local.top_p, local.seed)
     try:
-        return LocalBackend.load(endpoint.base_url, endpoint.model, options)
-    except CheckpointError as exc:
+        return LocalBackend.load(endpoint.base_url, endpoint.model, options, progress=progress)
+    except (CheckpointError, BackendError) as exc:
         raise ConfigError(str(exc)) from exc
 
 
