@@ -87,11 +87,7 @@ def main_command(
     if continue_ and resume:
         raise typer.BadParameter("use either --continue or --resume", param_hint="--continue")
     flags = {
-        "provider": provider,
-        "base_url": base_url,
-        "model": model,
-        "backend": backend.value if backend else None,
-        "model_path": str(model_path.resolve()) if model_path else None,
+        **_model_flags(provider, base_url, model, backend, model_path),
         "approval_mode": approval_mode.value if approval_mode else None,
         "max_steps": max_steps,
         "max_cost": max_cost,
@@ -203,13 +199,7 @@ def acp(
     if not stat.S_ISFIFO(os.fstat(1).st_mode) and not stat.S_ISSOCK(os.fstat(1).st_mode):
         _fail("`kimicode acp` talks to an editor over pipes; configure your editor to start it (docs/editors.md)")
     _setup_logging(verbose)  # stderr: stdout carries only protocol frames
-    flags = {
-        "provider": provider,
-        "base_url": base_url,
-        "model": model,
-        "backend": backend.value if backend else None,
-        "model_path": str(model_path.resolve()) if model_path else None,
-    }
+    flags = _model_flags(provider, base_url, model, backend, model_path)
     asyncio.run(serve({k: v for k, v in flags.items() if v is not None}))
 
 
@@ -361,6 +351,17 @@ def _run_tui(workspace: Path, flags: dict[str, object], session: str | None, ver
     app = KimicodeApp(workspace, {k: v for k, v in flags.items() if v is not None}, session)
     code = app.run()
     return code if isinstance(code, int) else (app.return_code or 0)
+
+
+def _model_flags(provider, base_url, model, backend: Backend | None, model_path: Path | None) -> dict[str, object]:
+    """The flags that choose the model, as settings keys (shared by the main command and acp)."""
+    return {
+        "provider": provider,
+        "base_url": base_url,
+        "model": model,
+        "backend": backend.value if backend else None,
+        "model_path": str(model_path.resolve()) if model_path else None,
+    }
 
 
 def _setup_logging(verbose: bool) -> None:

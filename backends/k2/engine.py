@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from kimicode.backends.k2.config import CheckpointError, ModelConfig
+from kimicode.backends.k2.config import CheckpointError
 from kimicode.backends.k2.generate import make_generator, sample
 from kimicode.backends.k2.model import LatentCache, Transformer
 from kimicode.backends.k2.placement import Placement
