@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# Triton kernels run in Triton's interpreter on the CPU unless a GPU run asks for the real
+# thing (KIMICODE_GPU_TESTS=1). It must be decided before any kernel module is imported.
+if os.environ.get("KIMICODE_GPU_TESTS") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
 
 from tests.fakes.fixtures import fake_openai  # noqa: F401  (fixture)
 

@@ -254,19 +254,30 @@ class Router(nn.Module):
         self.e_score_correction_bias = nn.Parameter(torch.zeros(config.n_routed_experts, dtype=torch.float32), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = F.linear(x.float(), self.weight).sigmoid()
-        biased = scores + self.e_score_correction_bias
-        if self.n_group > 1:
-            grouped = biased.view(x.shape[0], self.n_group, -1)
-            group_scores = grouped.topk(2, dim=-1).values.sum(-1)
-            kept = group_scores.topk(self.topk_group, dim=-1).indices
-            mask = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, kept, False)
-            biased = grouped.masked_fill(mask.unsqueeze(-1), float("-inf")).flatten(1)
-        indices = biased.topk(self.top_k, dim=-1).indices
-        weights = scores.gather(1, indices)
-        if self.norm_topk_prob:
-            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-        return weights * self.scale, indices
+        logits = F.linear(x.float(), self.weight)
+        return select_experts(
+            logits, self.e_score_correction_bias, self.n_group, self.topk_group, self.top_k, self.norm_topk_prob, self.scale
+        )
+
+
+def select_experts(
+    logits: torch.Tensor, bias: torch.Tensor, n_group: int, topk_group: int, top_k: int, normalise: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits [tokens, experts] -> (weights fp32, indices) [tokens, top_k]. The
+    reference for the fused routing kernel."""
+    scores = logits.float().sigmoid()
+    biased = scores + bias
+    if n_group > 1:
+        grouped = biased.view(logits.shape[0], n_group, -1)
+        group_scores = grouped.topk(2, dim=-1).values.sum(-1)
+        kept = group_scores.topk(topk_group, dim=-1).indices
+        mask = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, kept, False)
+        biased = grouped.masked_fill(mask.unsqueeze(-1), float("-inf")).flatten(1)
+    indices = biased.topk(top_k, dim=-1).indices
+    weights = scores.gather(1, indices)
+    if normalise:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return weights * scale, indices
 
 
 class Experts(nn.Module):

@@ -1,0 +1,73 @@
+"""Linear layers with block-FP8 weights, dequantised inside the GEMM (Triton).
+
+K2's attention, shared-expert and dense weights ship as e4m3 with one fp32 scale per
+128x128 block; after the routed experts they are the largest bytes a decode step reads.
+Keeping them FP8 in memory halves those bytes against bf16: each K step loads an FP8
+tile, scales it by its block's factor in registers and feeds the tensor cores in bf16.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from kimicode.backends.k2.quant import dequantize_fp8_block
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _fp8_linear_kernel(
+    x_ptr, w_ptr, s_ptr, out_ptr,
+    rows, out_features, in_features, scale_cols,
+    stride_x, stride_w, stride_out,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = m < rows
+    n_ok = n < out_features
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, in_features, BLOCK_K):  # BLOCK_K is the scale block: one factor per row of a tile
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = k < in_features
+        a = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_ptr + n[:, None] * stride_w + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+        factor = tl.load(s_ptr + (n // SCALE_BLOCK_N) * scale_cols + k0 // BLOCK_K, mask=n_ok, other=0.0)
+        w = w.to(tl.float32) * factor[:, None]
+        if UPCAST:
+            a = a.to(tl.float32)
+        else:
+            w = w.to(a.dtype)
+        acc += tl.dot(a, tl.trans(w))
+    tl.store(out_ptr + m[:, None] * stride_out + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+def fp8_linear(
+    x: torch.Tensor, weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = (128, 128),
+    *, block_m: int | None = None, block_n: int | None = None,
+) -> torch.Tensor:
+    """x [..., in] · dequant(weight [out, in] e4m3, scale_inv [out/bn, in/bk])ᵀ -> [..., out] in x.dtype."""
+    rows = x.numel() // x.shape[-1]
+    flat = x.reshape(rows, x.shape[-1])
+    out_features, in_features = weight.shape
+    if block_m is None:  # decode: few rows, so small M tiles and many N programs to stream the weight
+        block_m = 16 if rows <= 16 else 64
+    block_n = block_n or min(block[0], 64 if rows <= 16 else 128)
+    if block[0] % block_n:
+        raise ValueError(f"block_n {block_n} must divide the scale block {block[0]}")
+    out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
+    _fp8_linear_kernel[(triton.cdiv(rows, block_m), triton.cdiv(out_features, block_n))](
+        flat, weight, scale_inv, out, rows, out_features, in_features, scale_inv.shape[1],
+        flat.stride(0), weight.stride(0), out.stride(0),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block[1], SCALE_BLOCK_N=block[0], UPCAST=INTERPRET,
+    )
+    return out.view(*x.shape[:-1], out_features)
+
+
+def fp8_linear_reference(x: torch.Tensor, weight: torch.Tensor, scale_inv: torch.Tensor, block=(128, 128)) -> torch.Tensor:
+    return (x.float() @ dequantize_fp8_block(weight, scale_inv, torch.float32, block).T).to(x.dtype)

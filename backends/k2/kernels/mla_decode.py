@@ -1,0 +1,123 @@
+"""MLA decode attention on the compressed cache, in Triton (absorbed weights).
+
+The query arrives already folded with kv_b's key half (`q_latent`, [batch, heads, kv_lora])
+plus its rope part; keys and values are the cached latent itself and the shared rope key,
+so every head reads the same 576 values per token (K2) and the cache is read once per
+step for all heads. The sequence is split across programs (split-K, flash-decoding
+style): each split writes a normalised partial and its log-sum-exp, and `combine` merges
+them. Lengths are read on the device, so a captured CUDA graph serves every step.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _mla_decode_kernel(
+    q_ptr, qpe_ptr, kv_ptr, pe_ptr, lengths_ptr, out_ptr, lse_ptr,
+    heads, latent, rope, split_len, scale,
+    stride_qb, stride_qh, stride_pb, stride_ph, stride_kb, stride_kt, stride_eb, stride_et,
+    stride_ob, stride_os, stride_oh, stride_lb, stride_ls,
+    BLOCK_H: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, UPCAST: tl.constexpr,
+):
+    b = tl.program_id(0)
+    split = tl.program_id(2)
+    length = tl.load(lengths_ptr + b)
+    start = split * split_len
+    end = tl.minimum(start + split_len, length)
+    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = h < heads
+    c = tl.arange(0, BLOCK_C)
+    c_ok = c < latent
+    r = tl.arange(0, BLOCK_R)
+    r_ok = r < rope
+    q = tl.load(q_ptr + b * stride_qb + h[:, None] * stride_qh + c[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
+    qp = tl.load(qpe_ptr + b * stride_pb + h[:, None] * stride_ph + r[None, :], mask=h_ok[:, None] & r_ok[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        qp = qp.to(tl.float32)
+    m = tl.full((BLOCK_H,), float("-inf"), dtype=tl.float32)
+    l = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_H, BLOCK_C), dtype=tl.float32)
+    for t0 in range(start, end, BLOCK_T):
+        t = t0 + tl.arange(0, BLOCK_T)
+        t_ok = t < end
+        k = tl.load(kv_ptr + b * stride_kb + t[:, None] * stride_kt + c[None, :], mask=t_ok[:, None] & c_ok[None, :], other=0.0)
+        kp = tl.load(pe_ptr + b * stride_eb + t[:, None] * stride_et + r[None, :], mask=t_ok[:, None] & r_ok[None, :], other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
+            kp = kp.to(tl.float32)
+        s = (tl.dot(q, tl.trans(k)) + tl.dot(qp, tl.trans(kp))) * scale
+        s = tl.where(t_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(k.dtype), k)
+        m = m_new
+    has = l > 0
+    out = acc / tl.where(has, l, 1.0)[:, None]
+    lse = tl.where(has, m + tl.log(tl.where(has, l, 1.0)), float("-inf"))
+    tl.store(out_ptr + b * stride_ob + split * stride_os + h[:, None] * stride_oh + c[None, :], out,
+             mask=h_ok[:, None] & c_ok[None, :])
+    tl.store(lse_ptr + b * stride_lb + split * stride_ls + h, lse, mask=h_ok)
+
+
+def mla_decode(
+    q_latent: torch.Tensor,
+    q_pe: torch.Tensor,
+    kv_cache: torch.Tensor,
+    pe_cache: torch.Tensor,
+    lengths: torch.Tensor,
+    scale: float,
+    *,
+    splits: int | None = None,
+    block_t: int = 64,
+    block_h: int = 16,
+) -> torch.Tensor:
+    """Attention output in latent space [batch, heads, kv_lora] (fp32) for one new token per
+    sequence. kv_cache [batch, capacity, kv_lora], pe_cache [batch, capacity, rope];
+    lengths [batch] int32: cached tokens to attend to, the new one included."""
+    batch, heads, latent = q_latent.shape
+    rope = q_pe.shape[-1]
+    capacity = kv_cache.shape[1]
+    if splits is None:  # enough programs for a large GPU at batch 1, never a split under a block
+        head_blocks = triton.cdiv(heads, block_h)
+        splits = max(1, min(triton.cdiv(264, batch * head_blocks), triton.cdiv(capacity, 4 * block_t)))
+    split_len = triton.cdiv(triton.cdiv(capacity, splits), block_t) * block_t
+    out = torch.empty(batch, splits, heads, latent, dtype=torch.float32, device=q_latent.device)
+    lse = torch.empty(batch, splits, heads, dtype=torch.float32, device=q_latent.device)
+    _mla_decode_kernel[(batch, triton.cdiv(heads, block_h), splits)](
+        q_latent, q_pe, kv_cache, pe_cache, lengths.to(torch.int32), out, lse,
+        heads, latent, rope, split_len, float(scale),
+        q_latent.stride(0), q_latent.stride(1), q_pe.stride(0), q_pe.stride(1),
+        kv_cache.stride(0), kv_cache.stride(1), pe_cache.stride(0), pe_cache.stride(1),
+        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        BLOCK_H=block_h, BLOCK_T=block_t, BLOCK_C=triton.next_power_of_2(latent),
+        BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET,
+    )
+    return combine(out, lse)
+
+
+def combine(partials: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """Merge per-split normalised outputs by their log-sum-exp weights."""
+    weights = torch.softmax(lse, dim=1)  # splits that saw no token have lse = -inf: weight 0
+    return (partials * weights.unsqueeze(-1)).sum(1)
+
+
+def mla_decode_reference(
+    q_latent: torch.Tensor, q_pe: torch.Tensor, kv_cache: torch.Tensor, pe_cache: torch.Tensor, lengths: torch.Tensor, scale: float
+) -> torch.Tensor:
+    outputs = []
+    for b, length in enumerate(lengths.tolist()):
+        kv, pe = kv_cache[b, :length].float(), pe_cache[b, :length].float()
+        scores = (q_latent[b].float() @ kv.T + q_pe[b].float() @ pe.T) * scale
+        outputs.append(scores.softmax(-1) @ kv)
+    return torch.stack(outputs)

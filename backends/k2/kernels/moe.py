@@ -1,0 +1,312 @@
+"""Fused mixture-of-experts for INT4 routed experts (W4A16, group 32), in Triton.
+
+One MoE layer is four launches, none of which syncs with the host:
+
+1. `route`: sigmoid + bias + group-limited top-k + renormalise + scale, one program per token.
+2. `align_by_expert` (torch ops): (token, slot) pairs sorted by expert and padded so each
+   block of BLOCK_M rows belongs to one expert; blocks past the end are marked -1.
+3. `_gate_up_kernel`: x·gateᵀ and x·upᵀ from the packed weights in one pass over x, with
+   silu(gate)·up in the epilogue.
+4. `_down_kernel`: h·downᵀ, times the routing weight, added into the token's output row
+   (the top-k reduction is the atomic add). Split over K for few tokens, so the weight
+   stream has enough programs to fill the GPU.
+
+The packed weights are read in place (compressed-tensors layout: int32 words of eight
+nibbles, lowest nibble = lowest input column; bf16 scale per 32 columns). `moe_reference`
+is the torch ground truth. Under TRITON_INTERPRET=1 (CPU tests) loaded bf16 is upcast to
+fp32 first: the interpreter's bf16 arithmetic is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kimicode.backends.k2.quant import dequantize_int4
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# ---------------------------------------------------------------- routing
+
+
+@triton.jit
+def _route_kernel(
+    logits_ptr, bias_ptr, weights_ptr, ids_ptr,
+    n_experts, scale,
+    N_GROUP: tl.constexpr, TOPK_GROUP: tl.constexpr, TOP_K: tl.constexpr, NORMALISE: tl.constexpr,
+    BLOCK_E: tl.constexpr, GROUP_SIZE: tl.constexpr, TOPK_PAD: tl.constexpr,
+):
+    token = tl.program_id(0)
+    experts = tl.arange(0, BLOCK_E)
+    valid = experts < n_experts
+    logits = tl.load(logits_ptr + token * n_experts + experts, mask=valid, other=0.0).to(tl.float32)
+    scores = tl.sigmoid(logits)
+    biased = tl.where(valid, scores + tl.load(bias_ptr + experts, mask=valid, other=0.0), float("-inf"))
+    if N_GROUP > 1:
+        # Group score = sum of its two best biased scores; keep the TOPK_GROUP best groups.
+        grouped = tl.reshape(biased, (N_GROUP, GROUP_SIZE))
+        in_group = tl.arange(0, GROUP_SIZE)
+        best = tl.max(grouped, axis=1)
+        best_at = tl.argmax(grouped, axis=1)
+        second = tl.max(tl.where(in_group[None, :] == best_at[:, None], float("-inf"), grouped), axis=1)
+        group_scores = best + second
+        groups = tl.arange(0, N_GROUP)
+        kept = tl.zeros((N_GROUP,), dtype=tl.int1)
+        for _ in tl.static_range(TOPK_GROUP):
+            pick = tl.argmax(tl.where(kept, float("-inf"), group_scores), axis=0)
+            kept = kept | (groups == pick)
+        keep_expert = tl.reshape(tl.broadcast_to(kept[:, None], (N_GROUP, GROUP_SIZE)), (BLOCK_E,))
+        biased = tl.where(keep_expert, biased, float("-inf"))
+    slots = tl.arange(0, TOPK_PAD)
+    chosen_weights = tl.zeros((TOPK_PAD,), dtype=tl.float32)
+    chosen_ids = tl.zeros((TOPK_PAD,), dtype=tl.int32)
+    for slot in tl.static_range(TOP_K):
+        pick = tl.argmax(biased, axis=0)
+        weight = tl.sum(tl.where(experts == pick, scores, 0.0), axis=0)  # the unbiased score
+        chosen_weights = tl.where(slots == slot, weight, chosen_weights)
+        chosen_ids = tl.where(slots == slot, pick, chosen_ids)
+        biased = tl.where(experts == pick, float("-inf"), biased)
+    if NORMALISE:
+        chosen_weights = chosen_weights * (scale / (tl.sum(chosen_weights, axis=0) + 1e-20))
+    else:
+        chosen_weights = chosen_weights * scale
+    tl.store(weights_ptr + token * TOP_K + slots, chosen_weights, mask=slots < TOP_K)
+    tl.store(ids_ptr + token * TOP_K + slots, chosen_ids, mask=slots < TOP_K)
+
+
+def route(
+    logits: torch.Tensor, bias: torch.Tensor, n_group: int, topk_group: int, top_k: int, normalise: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits [tokens, experts] (fp32) -> (weights fp32, ids int32) [tokens, top_k];
+    same choices as `model.select_experts` (its reference)."""
+    tokens, n_experts = logits.shape
+    if n_group > 1 and n_experts % n_group:
+        raise ValueError(f"{n_experts} experts do not split into {n_group} groups")
+    group_size = n_experts // n_group
+    if n_group > 1 and (group_size & (group_size - 1) or n_group & (n_group - 1)):
+        raise ValueError("grouped routing in the kernel needs power-of-two groups and group sizes")
+    block_e = triton.next_power_of_2(n_experts)
+    weights = torch.empty(tokens, top_k, dtype=torch.float32, device=logits.device)
+    ids = torch.empty(tokens, top_k, dtype=torch.int32, device=logits.device)
+    if tokens:
+        _route_kernel[(tokens,)](
+            logits.float().contiguous(), bias.float().contiguous(), weights, ids, n_experts, float(scale),
+            N_GROUP=n_group, TOPK_GROUP=topk_group, TOP_K=top_k, NORMALISE=normalise,
+            BLOCK_E=block_e, GROUP_SIZE=max(group_size, 1), TOPK_PAD=triton.next_power_of_2(top_k),
+        )
+    return weights, ids
+
+
+# ---------------------------------------------------------------- alignment
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """(token, slot) pairs grouped by expert: `pairs[r]` is the pair index (token·top_k + slot)
+    of row r, or `num_pairs` for padding; block b = rows [b·block_m, (b+1)·block_m) belongs
+    to expert `block_experts[b]`, or to none (-1) past the last expert's rows."""
+
+    pairs: torch.Tensor
+    block_experts: torch.Tensor
+    block_m: int
+    num_pairs: int
+
+
+def align_by_expert(ids: torch.Tensor, n_experts: int, block_m: int) -> Alignment:
+    """Sized for the worst case from shapes alone, so nothing waits on the GPU (CUDA graphs)."""
+    flat = ids.flatten().long()
+    num_pairs = flat.numel()
+    counts = torch.bincount(flat, minlength=n_experts)
+    padded = (counts + block_m - 1) // block_m * block_m
+    ends = padded.cumsum(0)
+    starts = ends - padded
+    order = torch.argsort(flat, stable=True)
+    expert_of = flat[order]
+    first_of_expert = counts.cumsum(0) - counts
+    rank = torch.arange(num_pairs, device=ids.device) - first_of_expert[expert_of]
+    max_blocks = triton.cdiv(num_pairs, block_m) + min(n_experts, num_pairs)
+    pairs = torch.full((max_blocks * block_m,), num_pairs, dtype=torch.int32, device=ids.device)
+    pairs[starts[expert_of] + rank] = order.to(torch.int32)
+    block_starts = torch.arange(max_blocks, device=ids.device) * block_m
+    block_experts = torch.searchsorted(ends, block_starts, right=True)
+    block_experts = torch.where(block_starts < ends[-1], block_experts, -1).to(torch.int32)
+    return Alignment(pairs, block_experts, block_m, num_pairs)
+
+
+# ---------------------------------------------------------------- expert GEMMs
+
+
+@triton.jit
+def _load_int4_tile(packed_ptr, scale_ptr, rows, cols, rows_ok, row_stride_words, row_stride_scales,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """W[rows, cols] as fp32 [BLOCK_N, BLOCK_K]: BLOCK_K/8 words and BLOCK_K/32 scales per row."""
+    words_at = cols // 8  # BLOCK_K//8 distinct words, each read for its 8 columns (one cache line)
+    words = tl.load(packed_ptr + rows[:, None] * row_stride_words + words_at[None, :], mask=rows_ok[:, None], other=0)
+    nibbles = (words >> ((cols[None, :] % 8) * 4)) & 0xF
+    scales = tl.load(scale_ptr + rows[:, None] * row_stride_scales + (cols // 32)[None, :], mask=rows_ok[:, None], other=0.0)
+    return (nibbles - 8).to(tl.float32) * scales.to(tl.float32)
+
+
+@triton.jit
+def _gate_up_kernel(
+    x_ptr, gate_packed, gate_scale, up_packed, up_scale, pairs_ptr, block_experts_ptr, h_ptr,
+    num_pairs, top_k, hidden, inter,
+    stride_x, stride_expert_words, stride_expert_scales, stride_h,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
+):
+    block = tl.program_id(0)
+    expert = tl.load(block_experts_ptr + block)
+    if expert < 0:
+        return
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    pairs = tl.load(pairs_ptr + rows)
+    row_ok = pairs < num_pairs
+    tokens = pairs // top_k
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < inter
+    words_per_row = hidden // 8
+    scales_per_row = hidden // 32
+    gate_w = gate_packed + expert.to(tl.int64) * stride_expert_words
+    up_w = up_packed + expert.to(tl.int64) * stride_expert_words
+    gate_s = gate_scale + expert.to(tl.int64) * stride_expert_scales
+    up_s = up_scale + expert.to(tl.int64) * stride_expert_scales
+    acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, hidden, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(x_ptr + tokens[:, None] * stride_x + k[None, :], mask=row_ok[:, None], other=0.0)
+        g = _load_int4_tile(gate_w, gate_s, n, k, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
+        u = _load_int4_tile(up_w, up_s, n, k, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
+        if UPCAST:
+            a = a.to(tl.float32)
+        else:
+            g = g.to(a.dtype)
+            u = u.to(a.dtype)
+        acc_gate += tl.dot(a, tl.trans(g))
+        acc_up += tl.dot(a, tl.trans(u))
+    h = acc_gate * tl.sigmoid(acc_gate) * acc_up
+    tl.store(h_ptr + rows[:, None] * stride_h + n[None, :], h.to(h_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _down_kernel(
+    h_ptr, down_packed, down_scale, pairs_ptr, block_experts_ptr, weights_ptr, out_ptr,
+    num_pairs, top_k, hidden, inter, k_per_split,
+    stride_h, stride_expert_words, stride_expert_scales, stride_out,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
+):
+    block = tl.program_id(0)
+    expert = tl.load(block_experts_ptr + block)
+    if expert < 0:
+        return
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    pairs = tl.load(pairs_ptr + rows)
+    row_ok = pairs < num_pairs
+    tokens = pairs // top_k
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < hidden
+    k_start = tl.program_id(2) * k_per_split
+    weights = down_packed + expert.to(tl.int64) * stride_expert_words
+    scales = down_scale + expert.to(tl.int64) * stride_expert_scales
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    k_end = tl.minimum(k_start + k_per_split, inter)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(h_ptr + rows[:, None] * stride_h + k[None, :], mask=row_ok[:, None], other=0.0)
+        w = _load_int4_tile(weights, scales, n, k, n_ok, inter // 8, inter // 32, BLOCK_N, BLOCK_K)
+        if UPCAST:
+            a = a.to(tl.float32)
+        else:
+            w = w.to(a.dtype)
+        acc += tl.dot(a, tl.trans(w))
+    route_weight = tl.load(weights_ptr + pairs, mask=row_ok, other=0.0)
+    acc = acc * route_weight[:, None]
+    tl.atomic_add(out_ptr + tokens[:, None] * stride_out + n[None, :], acc, mask=row_ok[:, None] & n_ok[None, :])
+
+
+@dataclass(frozen=True, slots=True)
+class MoEConfig:
+    block_m: int
+    block_n: int
+    block_k: int
+    splits: int  # split-K of the down GEMM
+    num_warps: int = 4
+
+
+def pick_config(tokens: int, top_k: int) -> MoEConfig:
+    """Few tokens: weight streaming (GEMV-like) wants many small programs; many tokens:
+    tensor-core tiles. Chosen by reasoning about the shapes; `kimicode bench kernels` times them."""
+    if tokens * top_k <= 128:
+        return MoEConfig(block_m=16, block_n=32, block_k=128, splits=4)
+    return MoEConfig(block_m=64, block_n=128, block_k=64, splits=1, num_warps=8)
+
+
+@dataclass(frozen=True, slots=True)
+class Int4Experts:
+    """The packed tensors of a layer's routed experts, as the checkpoint stores them."""
+
+    gate_packed: torch.Tensor  # int32 [E, inter, hidden/8]
+    gate_scale: torch.Tensor  # bf16 [E, inter, hidden/32]
+    up_packed: torch.Tensor
+    up_scale: torch.Tensor
+    down_packed: torch.Tensor  # int32 [E, hidden, inter/8]
+    down_scale: torch.Tensor  # bf16 [E, hidden, inter/32]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(experts, hidden, inter)."""
+        return self.gate_packed.shape[0], self.down_packed.shape[1], self.gate_packed.shape[1]
+
+
+def fused_moe(
+    x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: Int4Experts, config: MoEConfig | None = None
+) -> torch.Tensor:
+    """Σ_slots weight · down(silu(gate(x)) · up(x)) for each token of x [tokens, hidden]."""
+    tokens, hidden = x.shape
+    n_experts, _, inter = experts.shape
+    top_k = ids.shape[1]
+    config = config or pick_config(tokens, top_k)
+    if hidden % max(config.block_k, 32) or inter % max(config.block_k, 32):
+        raise ValueError(f"hidden {hidden} and inter {inter} must be multiples of block_k {config.block_k} and 32")
+    k_per_split = triton.cdiv(triton.cdiv(inter, config.splits), config.block_k) * config.block_k
+    x = x.contiguous()
+    align = align_by_expert(ids, n_experts, config.block_m)
+    blocks = align.block_experts.numel()
+    h = torch.empty(align.pairs.numel(), inter, dtype=x.dtype, device=x.device)
+    _gate_up_kernel[(blocks, triton.cdiv(inter, config.block_n))](
+        x, experts.gate_packed, experts.gate_scale, experts.up_packed, experts.up_scale,
+        align.pairs, align.block_experts, h,
+        align.num_pairs, top_k, hidden, inter,
+        x.stride(0), experts.gate_packed.stride(0), experts.gate_scale.stride(0), h.stride(0),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
+        num_warps=config.num_warps,
+    )
+    out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device)
+    _down_kernel[(blocks, triton.cdiv(hidden, config.block_n), config.splits)](
+        h, experts.down_packed, experts.down_scale, align.pairs, align.block_experts,
+        weights.float().contiguous(), out,
+        align.num_pairs, top_k, hidden, inter, k_per_split,
+        h.stride(0), experts.down_packed.stride(0), experts.down_scale.stride(0), out.stride(0),
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
+        num_warps=config.num_warps,
+    )
+    return out.to(x.dtype)
+
+
+def moe_reference(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: Int4Experts) -> torch.Tensor:
+    """The same sum with each expert dequantised and run in fp32 (ground truth for the tests)."""
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    xf = x.float()
+    for expert in ids.unique().tolist():
+        token, slot = (ids == expert).nonzero(as_tuple=True)
+        gate = dequantize_int4(experts.gate_packed[expert], experts.gate_scale[expert], torch.float32)
+        up = dequantize_int4(experts.up_packed[expert], experts.up_scale[expert], torch.float32)
+        down = dequantize_int4(experts.down_packed[expert], experts.down_scale[expert], torch.float32)
+        h = torch.nn.functional.silu(xf[token] @ gate.T) * (xf[token] @ up.T)
+        out.index_add_(0, token, (h @ down.T) * weights[token, slot, None].float())
+    return out

@@ -1,0 +1,104 @@
+"""Fused INT4 MoE kernels against their torch references (Triton's interpreter on the CPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from kimicode.backends.k2.kernels.moe import (  # noqa: E402
+    Int4Experts,
+    MoEConfig,
+    align_by_expert,
+    fused_moe,
+    moe_reference,
+    route,
+)
+from kimicode.backends.k2.model import select_experts  # noqa: E402
+from kimicode.backends.k2.quant import quantize_int4  # noqa: E402
+
+DECODE = MoEConfig(block_m=16, block_n=32, block_k=32, splits=2)
+PREFILL = MoEConfig(block_m=32, block_n=32, block_k=32, splits=1)
+
+
+def random_experts(n_experts: int, hidden: int, inter: int, seed: int = 0) -> Int4Experts:
+    g = torch.Generator().manual_seed(seed)
+
+    def packed(out_f, in_f):
+        return quantize_int4(torch.randn(n_experts, out_f, in_f, generator=g) / in_f**0.5)
+
+    gate, up, down = packed(inter, hidden), packed(inter, hidden), packed(hidden, inter)
+    return Int4Experts(*gate, *up, *down)
+
+
+def routing(tokens: int, n_experts: int, top_k: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.stack([torch.randperm(n_experts, generator=g)[:top_k] for _ in range(tokens)]).int()
+    weights = torch.rand(tokens, top_k, generator=g) + 0.1
+    return weights, ids
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
+@pytest.mark.parametrize("config", [DECODE, PREFILL], ids=["decode", "prefill"])
+@pytest.mark.parametrize("tokens", [1, 5, 37])
+def test_fused_moe_matches_the_reference(config, tokens):
+    experts = random_experts(8, hidden=64, inter=64)
+    weights, ids = routing(tokens, 8, 3)
+    x = torch.randn(tokens, 64, generator=torch.Generator().manual_seed(tokens))
+    assert relative(fused_moe(x, weights, ids, experts, config), moe_reference(x, weights, ids, experts)) < 1e-5
+
+
+def test_experts_without_tokens_and_every_token_on_one_expert():
+    experts = random_experts(16, hidden=64, inter=96, seed=3)
+    x = torch.randn(21, 64, generator=torch.Generator().manual_seed(4))
+    one = torch.full((21, 1), 11, dtype=torch.int32)  # 15 of 16 experts idle, one gets all 21 tokens
+    weights = torch.rand(21, 1, generator=torch.Generator().manual_seed(5))
+    for config in (DECODE, PREFILL):
+        assert relative(fused_moe(x, weights, one, experts, config), moe_reference(x, weights, one, experts)) < 1e-5
+
+
+def test_uneven_widths_are_masked():
+    """An intermediate size that is not a multiple of the N block (but of the K blocks)."""
+    experts = random_experts(4, hidden=96, inter=64 + 32, seed=6)
+    weights, ids = routing(7, 4, 2, seed=7)
+    x = torch.randn(7, 96, generator=torch.Generator().manual_seed(8))
+    config = MoEConfig(block_m=16, block_n=64, block_k=32, splits=3)
+    assert relative(fused_moe(x, weights, ids, experts, config), moe_reference(x, weights, ids, experts)) < 1e-5
+
+
+def test_alignment_groups_every_pair_once_by_expert():
+    weights, ids = routing(13, 6, 2, seed=9)
+    align = align_by_expert(ids, 6, block_m=4)
+    pairs = align.pairs.tolist()
+    real = [p for p in pairs if p < align.num_pairs]
+    assert sorted(real) == list(range(26))
+    flat = ids.flatten().tolist()
+    for block, expert in enumerate(align.block_experts.tolist()):
+        rows = pairs[block * 4 : (block + 1) * 4]
+        if expert < 0:
+            assert all(p == align.num_pairs for p in rows)
+        else:
+            assert all(flat[p] == expert for p in rows if p < align.num_pairs)
+            assert any(p < align.num_pairs for p in rows)
+    used = [e for e in align.block_experts.tolist() if e >= 0]
+    assert used == sorted(used)  # experts in order, each a contiguous run of blocks
+
+
+@pytest.mark.parametrize(
+    ("n_experts", "n_group", "topk_group", "top_k", "normalise"),
+    [(16, 4, 2, 3, True), (12, 1, 1, 4, True), (32, 8, 3, 6, False), (384, 1, 1, 8, True)],
+)
+def test_routing_kernel_matches_select_experts(n_experts, n_group, topk_group, top_k, normalise):
+    g = torch.Generator().manual_seed(n_experts)
+    logits = torch.randn(9, n_experts, generator=g)
+    bias = 0.3 * torch.randn(n_experts, generator=g)
+    weights, ids = route(logits, bias, n_group, topk_group, top_k, normalise, 2.5)
+    expected_weights, expected_ids = select_experts(logits, bias, n_group, topk_group, top_k, normalise, 2.5)
+    order = ids.long().sort(-1)
+    expected_order = expected_ids.sort(-1)
+    assert torch.equal(order.values, expected_order.values)
+    assert torch.allclose(weights.gather(1, order.indices), expected_weights.gather(1, expected_order.indices), atol=1e-6)
