@@ -11,6 +11,7 @@ fused kernels replace these reference paths by device and shape.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,15 @@ from torch import nn
 
 from kimicode.backends.k2.config import ModelConfig
 from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4
+
+# Triton kernels: "auto" uses them on CUDA tensors; "on" everywhere (the CPU tests run them
+# in Triton's interpreter); "off" keeps the torch reference ops.
+KERNELS = os.environ.get("KIMICODE_KERNELS", "auto")
+
+
+def use_kernels(tensor: torch.Tensor) -> bool:
+    return KERNELS == "on" or (KERNELS == "auto" and tensor.is_cuda)
+
 
 SCORES_BUDGET = 256 * 1024**2  # bytes of attention scores one absorbed-attention chunk may hold
 
@@ -69,6 +79,10 @@ class Linear(nn.Module):
         return self.weight if self.weight.dtype == dtype else self.weight.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fmt == "fp8" and use_kernels(x):
+            from kimicode.backends.k2.kernels.fp8_linear import fp8_linear
+
+            return fp8_linear(x, self.weight, self.weight_scale_inv, self.block)
         return F.linear(x, self.dense_weight(x.dtype))
 
 
@@ -206,6 +220,12 @@ class Attention(nn.Module):
         in chunks so the fp32 scores stay within SCORES_BUDGET bytes at any context."""
         seq, end = q_nope.shape[1], kv.shape[1]
         q_latent = torch.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, : self.nope_dim])
+        if seq == 1 and use_kernels(q_latent):
+            from kimicode.backends.k2.kernels.mla_decode import mla_decode
+
+            lengths = torch.full((q_latent.shape[0],), end, dtype=torch.int32, device=kv.device)
+            out = mla_decode(q_latent[:, 0], q_pe[:, 0], kv, pe, lengths, self.softmax_scale)
+            return torch.einsum("bhc,hdc->bhd", out.to(q_nope.dtype), wkv_b[:, self.nope_dim :]).unsqueeze(1)
         chunk = max(1, SCORES_BUDGET // (q_nope.shape[0] * self.n_heads * end * 4))
         outputs = []
         for first in range(0, seq, chunk):
@@ -255,9 +275,23 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = F.linear(x.float(), self.weight)
+        if use_kernels(x) and self.kernel_can_route():
+            from kimicode.backends.k2.kernels.moe import route
+
+            weights, ids = route(
+                logits, self.e_score_correction_bias, self.n_group, self.topk_group, self.top_k, self.norm_topk_prob, self.scale
+            )
+            return weights, ids.long()
         return select_experts(
             logits, self.e_score_correction_bias, self.n_group, self.topk_group, self.top_k, self.norm_topk_prob, self.scale
         )
+
+
+    def kernel_can_route(self) -> bool:
+        """The routing kernel splits groups by reshaping: power-of-two groups only."""
+        experts = self.weight.shape[0]
+        size = experts // self.n_group
+        return self.n_group == 1 or (size & (size - 1) == 0 and self.n_group & (self.n_group - 1) == 0)
 
 
 def select_experts(
@@ -305,6 +339,14 @@ class Experts(nn.Module):
             return [("weight", (out_f, in_f), torch.float8_e4m3fn), ("weight_scale_inv", blocks, torch.float32)]
         return [("weight", (out_f, in_f), formats.dtype)]
 
+    def int4_tensors(self):  # -> kernels.moe.Int4Experts
+        from kimicode.backends.k2.kernels.moe import Int4Experts
+
+        return Int4Experts(
+            self.gate_proj_weight_packed, self.gate_proj_weight_scale, self.up_proj_weight_packed,
+            self.up_proj_weight_scale, self.down_proj_weight_packed, self.down_proj_weight_scale,
+        )
+
     def expert_weight(self, projection: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
         if self.fmt == "int4":
             return dequantize_int4(
@@ -320,6 +362,10 @@ class Experts(nn.Module):
         home = x.device
         device = self.gate_proj_weight.device if self.fmt != "int4" else self.gate_proj_weight_packed.device
         x, weights, indices = x.to(device), weights.to(device), indices.to(device)
+        if self.fmt == "int4" and use_kernels(x):
+            from kimicode.backends.k2.kernels.moe import fused_moe
+
+            return fused_moe(x, weights, indices.int(), self.int4_tensors()).to(home)
         out = torch.zeros_like(x, dtype=torch.float32)
         order = indices.flatten().argsort(stable=True)  # group (token, slot) pairs by expert
         counts = indices.flatten().bincount().tolist()

@@ -238,12 +238,15 @@ class MoEConfig:
     num_warps: int = 4
 
 
-def pick_config(tokens: int, top_k: int) -> MoEConfig:
+def pick_config(tokens: int, top_k: int, hidden: int, inter: int) -> MoEConfig:
     """Few tokens: weight streaming (GEMV-like) wants many small programs; many tokens:
     tensor-core tiles. Chosen by reasoning about the shapes; `kimicode bench kernels` times them."""
     if tokens * top_k <= 128:
-        return MoEConfig(block_m=16, block_n=32, block_k=128, splits=4)
-    return MoEConfig(block_m=64, block_n=128, block_k=64, splits=1, num_warps=8)
+        config = MoEConfig(block_m=16, block_n=32, block_k=128, splits=4)
+    else:
+        config = MoEConfig(block_m=64, block_n=128, block_k=64, splits=1, num_warps=8)
+    block_k = next(k for k in (config.block_k, 64, 32) if k <= config.block_k and hidden % k == 0 and inter % k == 0)
+    return MoEConfig(config.block_m, config.block_n, block_k, config.splits, config.num_warps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +273,7 @@ def fused_moe(
     tokens, hidden = x.shape
     n_experts, _, inter = experts.shape
     top_k = ids.shape[1]
-    config = config or pick_config(tokens, top_k)
+    config = config or pick_config(tokens, top_k, hidden, inter)
     if hidden % max(config.block_k, 32) or inter % max(config.block_k, 32):
         raise ValueError(f"hidden {hidden} and inter {inter} must be multiples of block_k {config.block_k} and 32")
     k_per_split = triton.cdiv(triton.cdiv(inter, config.splits), config.block_k) * config.block_k
