@@ -30,10 +30,17 @@ def resolve_devices(device: str | torch.device) -> list[torch.device]:
 
 
 class Engine:
-    def __init__(self, model: Transformer, placement: Placement | None = None, path: Path | None = None):
+    # With CUDA graphs the cache is allocated once at this size (or the model's context).
+    GRAPH_CACHE_TOKENS = 65536
+
+    def __init__(self, model: Transformer, placement: Placement | None = None, path: Path | None = None, *, cuda_graphs: bool = True):
         self.model, self.config, self.placement, self.path = model, model.config, placement, path
         self._cache: LatentCache | None = None
         self._cached_ids: list[int] = []  # the tokens whose latents the cache holds, in order
+        from kimicode.backends.k2.graphs import graphs_supported
+
+        self.cuda_graphs = cuda_graphs and graphs_supported(model)
+        self._graph = None  # DecodeGraph over the current cache, captured on first use
 
     @classmethod
     def from_pretrained(
@@ -96,7 +103,14 @@ class Engine:
         position = len(self._cached_ids)
         self._ensure_capacity(position + 1)
         assert self._cache is not None
-        logits = self.model(torch.tensor([[token]], device=self.device), position, self._cache)[0, -1]
+        if self.cuda_graphs:
+            if self._graph is None or self._graph.cache is not self._cache:
+                from kimicode.backends.k2.graphs import DecodeGraph
+
+                self._graph = DecodeGraph(self.model, self._cache)
+            logits = self._graph.run(token, position)
+        else:
+            logits = self.model(torch.tensor([[token]], device=self.device), position, self._cache)[0, -1]
         self._cached_ids.append(token)
         return logits
 
@@ -136,7 +150,7 @@ class Engine:
         return [self.config.eos_token_id] if self.config.eos_token_id is not None else []
 
     def reset(self) -> None:
-        self._cache, self._cached_ids = None, []
+        self._cache, self._cached_ids, self._graph = None, [], None
 
     # ------------------------------------------------------------ helpers
 
@@ -150,8 +164,10 @@ class Engine:
             raise ValueError(f"{length} tokens exceed the model's context of {limit}")
         if self._cache is not None and self._cache.max_len >= length:
             return
-        # Grow geometrically so a long generation reallocates O(log n) times.
-        size = min(max(length, 2 * (self._cache.max_len if self._cache else 0), 256), limit)
+        # Grow geometrically so a long generation reallocates O(log n) times; with CUDA graphs
+        # start large, since each new cache means a new capture.
+        floor = min(self.GRAPH_CACHE_TOKENS, limit) if self.cuda_graphs else 256
+        size = min(max(length, 2 * (self._cache.max_len if self._cache else 0), floor), limit)
         grown = self.model.new_cache(1, size)
         if self._cache is not None:
             kept = len(self._cached_ids)

@@ -140,9 +140,11 @@ def rope_tables(config: ModelConfig, inv_freq: torch.Tensor, positions: torch.Te
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Interleaved rope: element pairs (2i, 2i+1) rotate together. x: [batch, seq, ..., rope_dim]."""
-    shape = (cos.shape[0],) + (1,) * (x.dim() - 3) + (cos.shape[1],)
-    cos, sin = cos.view(shape), sin.view(shape)
+    """Interleaved rope: element pairs (2i, 2i+1) rotate together. x: [batch, seq, ..., rope_dim];
+    cos/sin: [seq, rope_dim/2] shared by the batch, or already shaped to broadcast against x."""
+    if cos.dim() != x.dim():
+        shape = (cos.shape[0],) + (1,) * (x.dim() - 3) + (cos.shape[1],)
+        cos, sin = cos.view(shape), sin.view(shape)
     pairs = x.float().unflatten(-1, (-1, 2))
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1)
@@ -197,14 +199,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         batch, seq, _ = x.shape
         end = start + seq
-        q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
-        q = q.view(batch, seq, self.n_heads, self.nope_dim + self.rope_dim)
-        q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)
-        q_pe = apply_rope(q_pe, *rope)
-
-        latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.kv_rank, self.rope_dim], dim=-1)
-        cache_kv[:batch, start:end] = self.kv_a_layernorm(latent)
-        cache_pe[:batch, start:end] = apply_rope(k_pe, *rope)
+        q_nope, q_pe, latent, k_pe = self._project(x, rope, rope)
+        cache_kv[:batch, start:end] = latent
+        cache_pe[:batch, start:end] = k_pe
         kv, pe = cache_kv[:batch, :end], cache_pe[:batch, :end]
 
         wkv_b = self.kv_b_proj.dense_weight(x.dtype).view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
@@ -213,6 +210,44 @@ class Attention(nn.Module):
         else:
             out = self._expanded(q_nope, q_pe, kv, pe, wkv_b, start)
         return self.o_proj(out.flatten(2))
+
+    def _project(self, x: torch.Tensor, q_rope, k_rope) -> tuple[torch.Tensor, ...]:
+        """(q_nope, roped q_pe, normalised latent, roped shared key) of x [batch, seq, hidden]."""
+        batch, seq, _ = x.shape
+        q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        q = q.view(batch, seq, self.n_heads, self.nope_dim + self.rope_dim)
+        q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.kv_rank, self.rope_dim], dim=-1)
+        return q_nope, apply_rope(q_pe, *q_rope), self.kv_a_layernorm(latent), apply_rope(k_pe, *k_rope)
+
+    def decode(
+        self, x: torch.Tensor, positions: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache_kv: torch.Tensor, cache_pe: torch.Tensor
+    ) -> torch.Tensor:
+        """One new token per sequence at device-side `positions` [batch]: no Python value depends
+        on the GPU, so a CUDA graph of it replays for every step."""
+        batch = x.shape[0]
+        cos, sin = rope  # [batch, rope/2]
+        q_nope, q_pe, latent, k_pe = self._project(
+            x, (cos.view(batch, 1, 1, -1), sin.view(batch, 1, 1, -1)), (cos.view(batch, 1, -1), sin.view(batch, 1, -1))
+        )
+        rows = torch.arange(batch, device=x.device)
+        cache_kv[rows, positions] = latent[:, 0]
+        cache_pe[rows, positions] = k_pe[:, 0]
+        kv, pe = cache_kv[:batch], cache_pe[:batch]
+        wkv_b = self.kv_b_proj.dense_weight(x.dtype).view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
+        q_latent = torch.einsum("bhd,hdc->bhc", q_nope[:, 0], wkv_b[:, : self.nope_dim])
+        lengths = positions + 1
+        if use_kernels(x):
+            from kimicode.backends.k2.kernels.mla_decode import mla_decode
+
+            out = mla_decode(q_latent, q_pe[:, 0], kv, pe, lengths.to(torch.int32), self.softmax_scale).to(x.dtype)
+        else:  # the whole cache, later slots masked: shapes fixed whatever the position
+            scores = torch.einsum("bhc,btc->bht", q_latent, kv) + torch.einsum("bhr,btr->bht", q_pe[:, 0], pe)
+            future = torch.arange(kv.shape[1], device=x.device)[None, :] >= lengths[:, None]
+            scores = scores.float().masked_fill(future[:, None, :], float("-inf")) * self.softmax_scale
+            out = torch.einsum("bht,btc->bhc", scores.softmax(-1).to(x.dtype), kv)
+        out = torch.einsum("bhc,hdc->bhd", out, wkv_b[:, self.nope_dim :])
+        return self.o_proj(out.flatten(1)).unsqueeze(1)
 
     def _absorbed(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
         """Fold kv_b's key half into the query and its value half into the output, so
@@ -417,6 +452,10 @@ class Block(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), start, rope, cache_kv, cache_pe, absorbed)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def decode(self, x, positions, rope, cache_kv, cache_pe) -> torch.Tensor:
+        x = x + self.self_attn.decode(self.input_layernorm(x), positions, rope, cache_kv, cache_pe)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
 
 class Transformer(nn.Module):
     """Module names mirror the checkpoint's (minus the leading `model.`), so loading is a lookup."""
@@ -462,6 +501,24 @@ class Transformer(nn.Module):
             if x.device != layer_device:  # pipeline across GPUs: hand the activations on
                 x, rope = x.to(layer_device), (rope[0].to(layer_device), rope[1].to(layer_device))
             x = layer(x, start, rope, cache.kv[i], cache.pe[i], absorbed)
+        return self._logits(x)
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: LatentCache) -> torch.Tensor:
+        """Logits (fp32) [batch, 1, vocab] for one token per sequence, `tokens` [batch, 1] at
+        `positions` [batch] (device tensors). Capturable in a CUDA graph: nothing here reads
+        a GPU value on the host, and the cache's shape does not depend on the position."""
+        device = self.embed_tokens.weight.device
+        rope = rope_tables(self.config, self.inv_freq, positions.to(device))
+        x = self.embed_tokens(tokens.to(device))
+        for i, layer in enumerate(self.layers):
+            layer_device = cache.kv[i].device
+            if x.device != layer_device:
+                x, rope, positions = x.to(layer_device), (rope[0].to(layer_device), rope[1].to(layer_device)), positions.to(layer_device)
+            x = layer.decode(x, positions.to(layer_device), rope, cache.kv[i], cache.pe[i])
+        return self._logits(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x.to(self.norm.weight.device))
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.dense_weight(x.dtype)
         return F.linear(x.to(head.device), head).float()

@@ -121,7 +121,8 @@ def align_by_expert(ids: torch.Tensor, n_experts: int, block_m: int) -> Alignmen
     """Sized for the worst case from shapes alone, so nothing waits on the GPU (CUDA graphs)."""
     flat = ids.flatten().long()
     num_pairs = flat.numel()
-    counts = torch.bincount(flat, minlength=n_experts)
+    # scatter_add, not bincount: bincount on CUDA reads the largest id back to size its output.
+    counts = torch.zeros(n_experts, dtype=torch.long, device=ids.device).scatter_add_(0, flat, torch.ones_like(flat))
     padded = (counts + block_m - 1) // block_m * block_m
     ends = padded.cumsum(0)
     starts = ends - padded

@@ -292,3 +292,24 @@ def test_fp8_checkpoint_with_some_layers_left_in_bf16(reference_dir, tmp_path):
     reference = DeepseekV3ForCausalLM.from_pretrained(expected_dir, dtype=torch.float32).eval()
     ids = prompt(16, seed=14)
     assert relative_error(engine.logits(ids), reference(ids).logits) <= 1e-4
+
+
+@pytest.mark.parametrize("kernels", ["off", "on"])
+def test_graph_safe_decode_matches_the_cached_forward(long_engine, kernels, monkeypatch):
+    """`Transformer.decode` (device-side positions, fixed cache shape: what a CUDA graph
+    captures) gives the logits of the ordinary cached decode, batch rows at different positions."""
+    import kimicode.backends.k2.model as model
+
+    monkeypatch.setattr(model, "KERNELS", kernels)
+    net = long_engine.model
+    ids = torch.randint(2, 512, (2, 24), generator=torch.Generator().manual_seed(6))
+    reference_cache = net.new_cache(2, 64)
+    expected = net(ids, 0, reference_cache)[:, -1]
+    cache = net.new_cache(2, 64)
+    net(ids[:, :23], 0, cache)  # the first 23 tokens of both rows
+    got = net.decode(ids[:, 23:], torch.tensor([23, 23]), cache)[:, 0]
+    assert relative_error(got, expected) <= 1e-5
+    # rows at different positions in one step: row 1 rewinds to position 10
+    expected_short = net(ids[1:, :11], 0, net.new_cache(1, 64))[:, -1]
+    got = net.decode(torch.stack([ids[0, 23:24], ids[1, 10:11]]), torch.tensor([23, 10]), cache)[:, 0]
+    assert relative_error(got[1:], expected_short) <= 1e-5
