@@ -143,14 +143,19 @@ def align_by_expert(ids: torch.Tensor, n_experts: int, block_m: int) -> Alignmen
 
 
 @triton.jit
-def _load_int4_tile(packed_ptr, scale_ptr, rows, cols, rows_ok, row_stride_words, row_stride_scales,
+def _load_int4_tile(packed_ptr, scale_ptr, rows, k0, rows_ok, row_stride_words, row_stride_scales,
                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """W[rows, cols] as fp32 [BLOCK_N, BLOCK_K]: BLOCK_K/8 words and BLOCK_K/32 scales per row."""
-    words_at = cols // 8  # BLOCK_K//8 distinct words, each read for its 8 columns (one cache line)
+    """W[rows, k0:k0+BLOCK_K] as fp32 [BLOCK_N, BLOCK_K], from BLOCK_K/8 words and BLOCK_K/32
+    scales per row: each word is loaded once and split into its eight nibbles in registers."""
+    words_at = k0 // 8 + tl.arange(0, BLOCK_K // 8)
     words = tl.load(packed_ptr + rows[:, None] * row_stride_words + words_at[None, :], mask=rows_ok[:, None], other=0)
-    nibbles = (words >> ((cols[None, :] % 8) * 4)) & 0xF
-    scales = tl.load(scale_ptr + rows[:, None] * row_stride_scales + (cols // 32)[None, :], mask=rows_ok[:, None], other=0.0)
-    return (nibbles - 8).to(tl.float32) * scales.to(tl.float32)
+    shifts = tl.arange(0, 8) * 4
+    nibbles = (words[:, :, None] >> shifts[None, None, :]) & 0xF  # lowest nibble = lowest column
+    values = tl.reshape(nibbles, (BLOCK_N, BLOCK_K)).to(tl.float32) - 8.0
+    scales_at = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+    scales = tl.load(scale_ptr + rows[:, None] * row_stride_scales + scales_at[None, :], mask=rows_ok[:, None], other=0.0)
+    per_column = tl.reshape(tl.broadcast_to(scales.to(tl.float32)[:, :, None], (BLOCK_N, BLOCK_K // 32, 32)), (BLOCK_N, BLOCK_K))
+    return values * per_column
 
 
 @triton.jit
@@ -181,8 +186,8 @@ def _gate_up_kernel(
     for k0 in range(0, hidden, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + tokens[:, None] * stride_x + k[None, :], mask=row_ok[:, None], other=0.0)
-        g = _load_int4_tile(gate_w, gate_s, n, k, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
-        u = _load_int4_tile(up_w, up_s, n, k, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
+        g = _load_int4_tile(gate_w, gate_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
+        u = _load_int4_tile(up_w, up_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
         if UPCAST:
             a = a.to(tl.float32)
         else:
@@ -219,7 +224,7 @@ def _down_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(h_ptr + rows[:, None] * stride_h + k[None, :], mask=row_ok[:, None], other=0.0)
-        w = _load_int4_tile(weights, scales, n, k, n_ok, inter // 8, inter // 32, BLOCK_N, BLOCK_K)
+        w = _load_int4_tile(weights, scales, n, k0, n_ok, inter // 8, inter // 32, BLOCK_N, BLOCK_K)
         if UPCAST:
             a = a.to(tl.float32)
         else:
