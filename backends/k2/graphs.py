@@ -40,8 +40,10 @@ class DecodeGraph:
             self.logits = model.decode(self.token, self.position, cache)[0, 0]
 
     def run(self, token: int, position: int) -> torch.Tensor:
-        """Logits [vocab] after `token` at `position`; valid until the next run."""
+        """Logits [vocab] after `token` at `position` (a copy: the graph's buffer is reused)."""
+        if not 0 <= position < self.cache.max_len:
+            raise ValueError(f"position {position} is outside the captured cache of {self.cache.max_len}")
         self.token.fill_(token)
         self.position.fill_(position)
         self.graph.replay()
-        return self.logits
+        return self.logits.clone()

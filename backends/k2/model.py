@@ -204,12 +204,23 @@ class Attention(nn.Module):
         cache_pe[:batch, start:end] = k_pe
         kv, pe = cache_kv[:batch, :end], cache_pe[:batch, :end]
 
-        wkv_b = self.kv_b_proj.dense_weight(x.dtype).view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
+        wkv_b = self.kv_b(x.dtype)
         if absorbed:
             out = self._absorbed(q_nope, q_pe, kv, pe, wkv_b, start)
         else:
             out = self._expanded(q_nope, q_pe, kv, pe, wkv_b, start)
         return self.o_proj(out.flatten(2))
+
+    def kv_b(self, dtype: torch.dtype) -> torch.Tensor:
+        """kv_b_proj as [heads, nope + v, kv_lora] in `dtype`. Absorbed attention needs it dense;
+        an FP8 one is dequantised once and kept (K2: 16 MiB per layer), not on every step."""
+        if self.kv_b_proj.fmt != "fp8":
+            return self.kv_b_proj.dense_weight(dtype).view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
+        cached = getattr(self, "_kv_b_dense", None)
+        if cached is None or cached.dtype != dtype or cached.device != self.kv_b_proj.weight.device:
+            cached = self.kv_b_proj.dense_weight(dtype).view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
+            self._kv_b_dense = cached
+        return cached
 
     def _project(self, x: torch.Tensor, q_rope, k_rope) -> tuple[torch.Tensor, ...]:
         """(q_nope, roped q_pe, normalised latent, roped shared key) of x [batch, seq, hidden]."""
@@ -234,7 +245,7 @@ class Attention(nn.Module):
         cache_kv[rows, positions] = latent[:, 0]
         cache_pe[rows, positions] = k_pe[:, 0]
         kv, pe = cache_kv[:batch], cache_pe[:batch]
-        wkv_b = self.kv_b_proj.dense_weight(x.dtype).view(self.n_heads, self.nope_dim + self.v_dim, self.kv_rank)
+        wkv_b = self.kv_b(x.dtype)
         q_latent = torch.einsum("bhd,hdc->bhc", q_nope[:, 0], wkv_b[:, : self.nope_dim])
         lengths = positions + 1
         if use_kernels(x):
@@ -313,10 +324,9 @@ class Router(nn.Module):
         if use_kernels(x) and self.kernel_can_route():
             from kimicode.backends.k2.kernels.moe import route
 
-            weights, ids = route(
+            return route(
                 logits, self.e_score_correction_bias, self.n_group, self.topk_group, self.top_k, self.norm_topk_prob, self.scale
             )
-            return weights, ids.long()
         return select_experts(
             logits, self.e_score_correction_bias, self.n_group, self.topk_group, self.top_k, self.norm_topk_prob, self.scale
         )

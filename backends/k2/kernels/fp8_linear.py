@@ -57,7 +57,7 @@ def fp8_linear(
     out_features, in_features = weight.shape
     if block_m is None:  # decode: few rows, so small M tiles and many N programs to stream the weight
         block_m = 16 if rows <= 16 else 64
-    block_n = block_n or min(block[0], 64 if rows <= 16 else 128)
+    block_n = block_n or min(block[0], 16 if rows <= 16 else 128)  # decode: one program per 16 rows of W
     if block[0] % block_n:
         raise ValueError(f"block_n {block_n} must divide the scale block {block[0]}")
     out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)

@@ -4,8 +4,8 @@ The query arrives already folded with kv_b's key half (`q_latent`, [batch, heads
 plus its rope part; keys and values are the cached latent itself and the shared rope key,
 so every head reads the same 576 values per token (K2) and the cache is read once per
 step for all heads. The sequence is split across programs (split-K, flash-decoding
-style): each split writes a normalised partial and its log-sum-exp, and `combine` merges
-them. Lengths are read on the device, so a captured CUDA graph serves every step.
+style): each split writes a normalised partial and its log-sum-exp, and a second kernel
+merges the live ones. Lengths are read on the device, so a captured CUDA graph serves every step.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ def _mla_decode_kernel(
     stride_ob, stride_os, stride_oh, stride_lb, stride_ls,
     BLOCK_H: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # int64: b·stride passes 2³¹ at batch 32 with a 128K cache
     split = tl.program_id(2)
     length = tl.load(lengths_ptr + b)
     start = split * split_len
+    if start >= length:  # past this sequence's end: nothing to write, the combine never reads it
+        return
     end = tl.minimum(start + split_len, length)
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = h < heads
@@ -70,6 +72,34 @@ def _mla_decode_kernel(
     tl.store(lse_ptr + b * stride_lb + split * stride_ls + h, lse, mask=h_ok)
 
 
+@triton.jit
+def _combine_kernel(
+    part_ptr, lse_ptr, lengths_ptr, out_ptr, split_len, latent,
+    stride_pb, stride_ps, stride_ph, stride_lb, stride_ls, stride_ob, stride_oh,
+    BLOCK_C: tl.constexpr,
+):
+    """Merge the live splits of one (sequence, head) by their log-sum-exp; reads only the
+    splits that hold tokens, so a large cache costs nothing at a short length."""
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    live = tl.cdiv(tl.load(lengths_ptr + b), split_len)
+    c = tl.arange(0, BLOCK_C)
+    c_ok = c < latent
+    m = float("-inf")
+    total = 0.0
+    acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for split in range(0, live):
+        lse = tl.load(lse_ptr + b * stride_lb + split * stride_ls + h)
+        part = tl.load(part_ptr + b * stride_pb + split * stride_ps + h * stride_ph + c, mask=c_ok, other=0.0)
+        m_new = tl.maximum(m, lse)
+        alpha = tl.exp(m - m_new)
+        weight = tl.exp(lse - m_new)
+        acc = acc * alpha + weight * part
+        total = total * alpha + weight
+        m = m_new
+    tl.store(out_ptr + b * stride_ob + h * stride_oh + c, acc / total, mask=c_ok)
+
+
 def mla_decode(
     q_latent: torch.Tensor,
     q_pe: torch.Tensor,
@@ -78,38 +108,40 @@ def mla_decode(
     lengths: torch.Tensor,
     scale: float,
     *,
-    splits: int | None = None,
+    split_len: int = 128,
     block_t: int = 64,
     block_h: int = 16,
 ) -> torch.Tensor:
     """Attention output in latent space [batch, heads, kv_lora] (fp32) for one new token per
     sequence. kv_cache [batch, capacity, kv_lora], pe_cache [batch, capacity, rope];
-    lengths [batch] int32: cached tokens to attend to, the new one included."""
+    lengths [batch] int32: cached tokens to attend to, the new one included.
+
+    The grid covers the whole capacity (the lengths live on the GPU); programs past a
+    sequence's length return at once. `split_len` tokens per program: at 4K tokens and 64
+    heads that is 128 programs, at 32K a thousand."""
     batch, heads, latent = q_latent.shape
     rope = q_pe.shape[-1]
-    capacity = kv_cache.shape[1]
-    if splits is None:  # enough programs for a large GPU at batch 1, never a split under a block
-        head_blocks = triton.cdiv(heads, block_h)
-        splits = max(1, min(triton.cdiv(264, batch * head_blocks), triton.cdiv(capacity, 4 * block_t)))
-    split_len = triton.cdiv(triton.cdiv(capacity, splits), block_t) * block_t
-    out = torch.empty(batch, splits, heads, latent, dtype=torch.float32, device=q_latent.device)
+    split_len = triton.cdiv(split_len, block_t) * block_t
+    splits = triton.cdiv(kv_cache.shape[1], split_len)
+    lengths = lengths.to(torch.int32)
+    partials = torch.empty(batch, splits, heads, latent, dtype=torch.float32, device=q_latent.device)
     lse = torch.empty(batch, splits, heads, dtype=torch.float32, device=q_latent.device)
     _mla_decode_kernel[(batch, triton.cdiv(heads, block_h), splits)](
-        q_latent, q_pe, kv_cache, pe_cache, lengths.to(torch.int32), out, lse,
+        q_latent, q_pe, kv_cache, pe_cache, lengths, partials, lse,
         heads, latent, rope, split_len, float(scale),
         q_latent.stride(0), q_latent.stride(1), q_pe.stride(0), q_pe.stride(1),
         kv_cache.stride(0), kv_cache.stride(1), pe_cache.stride(0), pe_cache.stride(1),
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        partials.stride(0), partials.stride(1), partials.stride(2), lse.stride(0), lse.stride(1),
         BLOCK_H=block_h, BLOCK_T=block_t, BLOCK_C=triton.next_power_of_2(latent),
         BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET,
     )
-    return combine(out, lse)
-
-
-def combine(partials: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-    """Merge per-split normalised outputs by their log-sum-exp weights."""
-    weights = torch.softmax(lse, dim=1)  # splits that saw no token have lse = -inf: weight 0
-    return (partials * weights.unsqueeze(-1)).sum(1)
+    out = torch.empty(batch, heads, latent, dtype=torch.float32, device=q_latent.device)
+    _combine_kernel[(batch, heads)](
+        partials, lse, lengths, out, split_len, latent,
+        partials.stride(0), partials.stride(1), partials.stride(2), lse.stride(0), lse.stride(1),
+        out.stride(0), out.stride(1), BLOCK_C=triton.next_power_of_2(latent),
+    )
+    return out
 
 
 def mla_decode_reference(

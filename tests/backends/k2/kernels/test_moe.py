@@ -43,16 +43,25 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max())
 
 
+@pytest.fixture(params=["direct", "sorted"])
+def alignment(request, monkeypatch):
+    """Both ways of laying out (token, slot) pairs: one per block (few pairs), or sorted by expert."""
+    import kimicode.backends.k2.kernels.moe as moe
+
+    monkeypatch.setattr(moe, "DIRECT_PAIRS", 10_000 if request.param == "direct" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("config", [DECODE, PREFILL], ids=["decode", "prefill"])
 @pytest.mark.parametrize("tokens", [1, 5, 37])
-def test_fused_moe_matches_the_reference(config, tokens):
+def test_fused_moe_matches_the_reference(config, tokens, alignment):
     experts = random_experts(8, hidden=64, inter=64)
     weights, ids = routing(tokens, 8, 3)
     x = torch.randn(tokens, 64, generator=torch.Generator().manual_seed(tokens))
     assert relative(fused_moe(x, weights, ids, experts, config), moe_reference(x, weights, ids, experts)) < 1e-5
 
 
-def test_experts_without_tokens_and_every_token_on_one_expert():
+def test_experts_without_tokens_and_every_token_on_one_expert(alignment):
     experts = random_experts(16, hidden=64, inter=96, seed=3)
     x = torch.randn(21, 64, generator=torch.Generator().manual_seed(4))
     one = torch.full((21, 1), 11, dtype=torch.int32)  # 15 of 16 experts idle, one gets all 21 tokens
@@ -61,7 +70,7 @@ def test_experts_without_tokens_and_every_token_on_one_expert():
         assert relative(fused_moe(x, weights, one, experts, config), moe_reference(x, weights, one, experts)) < 1e-5
 
 
-def test_uneven_widths_are_masked():
+def test_uneven_widths_are_masked(alignment):
     """An intermediate size that is not a multiple of the N block (but of the K blocks)."""
     experts = random_experts(4, hidden=96, inter=64 + 32, seed=6)
     weights, ids = routing(7, 4, 2, seed=7)
@@ -70,7 +79,10 @@ def test_uneven_widths_are_masked():
     assert relative(fused_moe(x, weights, ids, experts, config), moe_reference(x, weights, ids, experts)) < 1e-5
 
 
-def test_alignment_groups_every_pair_once_by_expert():
+def test_alignment_groups_every_pair_once_by_expert(monkeypatch):
+    import kimicode.backends.k2.kernels.moe as moe
+
+    monkeypatch.setattr(moe, "DIRECT_PAIRS", 0)
     weights, ids = routing(13, 6, 2, seed=9)
     align = align_by_expert(ids, 6, block_m=4)
     pairs = align.pairs.tolist()
@@ -102,3 +114,11 @@ def test_routing_kernel_matches_select_experts(n_experts, n_group, topk_group, t
     expected_order = expected_ids.sort(-1)
     assert torch.equal(order.values, expected_order.values)
     assert torch.allclose(weights.gather(1, order.indices), expected_weights.gather(1, expected_order.indices), atol=1e-6)
+
+
+def test_few_pairs_get_a_block_each_without_sorting():
+    _, ids = routing(3, 8, 2, seed=10)
+    align = align_by_expert(ids, 8, block_m=16)
+    assert align.block_experts.tolist() == ids.flatten().tolist()
+    rows = align.pairs.view(6, 16)
+    assert rows[:, 0].tolist() == list(range(6)) and bool((rows[:, 1:] == 6).all())
