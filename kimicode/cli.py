@@ -21,9 +21,10 @@ app = typer.Typer(
 )
 
 
-from kimicode.engine_cli import engine_app  # noqa: E402  (light: typer only)
+from kimicode.engine_cli import bench_app, engine_app  # noqa: E402  (light: typer only)
 
 app.add_typer(engine_app, name="engine")
+app.add_typer(bench_app, name="bench")
 
 
 class Backend(str, Enum):

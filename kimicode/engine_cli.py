@@ -114,3 +114,41 @@ def chat(
         messages.append({"role": "user", "content": line.rstrip("\n")})
         messages.append({"role": "assistant", "content": asyncio.run(reply())})
         print()
+
+
+bench_app = typer.Typer(
+    help="Check the fused K2 kernels against their references, then time them against this GPU's copy bandwidth "
+    "and bf16 matmul rate. Without a GPU, --tiny runs the same code on small shapes in Triton's interpreter.",
+    no_args_is_help=True,
+)
+
+Tiny = Annotated[bool, typer.Option("--tiny", help="Tiny shapes: a dry run (on the CPU, under TRITON_INTERPRET=1).")]
+JsonPath = Annotated[Optional[Path], typer.Option("--json", help="Also write the rows to this JSON file.")]
+Reps = Annotated[Optional[int], typer.Option(min=1, help="Timed repetitions per case (default 30; 3 with --tiny).")]
+Only = Annotated[Optional[str], typer.Option(help="Run only the cases whose name contains this text.")]
+
+
+def _bench(section: str, tiny: bool, json_path: Optional[Path], reps: Optional[int], only: Optional[str]) -> None:
+    from kimicode.backends.k2.kernels import bench  # torch and triton load here, not at `kimicode --help`
+
+    argv = [section, *(["--tiny"] if tiny else []), *(["--json", str(json_path)] if json_path else []),
+            *(["--reps", str(reps)] if reps else []), *(["--only", only] if only else [])]
+    raise typer.Exit(bench.main(argv))
+
+
+@bench_app.command()
+def kernels(tiny: Tiny = False, json_path: JsonPath = None, reps: Reps = None, only: Only = None) -> None:
+    """INT4 MoE decode (1-64 tokens) and prefill, MLA decode, FP8 attention linears, at K2 shapes."""
+    _bench("kernels", tiny, json_path, reps, only)
+
+
+@bench_app.command()
+def layer(tiny: Tiny = False, json_path: JsonPath = None, reps: Reps = None, only: Only = None) -> None:
+    """One K2 decoder layer, 1 token at 4K context, against its byte floor."""
+    _bench("layer", tiny, json_path, reps, only)
+
+
+@bench_app.command()
+def e2e(tiny: Tiny = False, json_path: JsonPath = None, reps: Reps = None, only: Only = None) -> None:
+    """Random-weight Moonlight and K2-width models: decode tok/s, transformers' generate(), prefix-cache TTFT."""
+    _bench("e2e", tiny, json_path, reps, only)
