@@ -181,7 +181,7 @@ def _gate_up_kernel(
     stride_x, stride_expert_words, stride_expert_scales, stride_h,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    block = tl.program_id(0)
+    block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
     if expert < 0:
         return
@@ -189,7 +189,7 @@ def _gate_up_kernel(
     pairs = tl.load(pairs_ptr + rows)
     row_ok = pairs < num_pairs
     tokens = (pairs // top_k).to(tl.int64)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < inter
     words_per_row = hidden // 8
     scales_per_row = hidden // 32
@@ -222,7 +222,7 @@ def _down_kernel(
     stride_h, stride_expert_words, stride_expert_scales, stride_out,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    block = tl.program_id(0)
+    block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
     if expert < 0:
         return
@@ -230,7 +230,7 @@ def _down_kernel(
     pairs = tl.load(pairs_ptr + rows)
     row_ok = pairs < num_pairs
     tokens = (pairs // top_k).to(tl.int64)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < hidden
     k_start = tl.program_id(2) * k_per_split
     weights = down_packed + expert.to(tl.int64) * stride_expert_words
@@ -304,7 +304,9 @@ def fused_moe(
     align = align_by_expert(ids, n_experts, config.block_m)
     blocks = align.block_experts.numel()
     h = torch.empty(align.pairs.numel(), inter, dtype=x.dtype, device=x.device)
-    _gate_up_kernel[(blocks, triton.cdiv(inter, config.block_n))](
+    # N-blocks vary fastest: programs running together share one block of rows (x stays in L2)
+    # and walk one expert's weights, instead of every N-block sweeping all of x.
+    _gate_up_kernel[(triton.cdiv(inter, config.block_n), blocks)](
         x, experts.gate_packed, experts.gate_scale, experts.up_packed, experts.up_scale,
         align.pairs, align.block_experts, h,
         align.num_pairs, top_k, hidden, inter,
@@ -313,7 +315,7 @@ def fused_moe(
         num_warps=config.num_warps,
     )
     out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device)
-    _down_kernel[(blocks, triton.cdiv(hidden, config.block_n), config.splits)](
+    _down_kernel[(triton.cdiv(hidden, config.block_n), blocks, config.splits)](
         h, experts.down_packed, experts.down_scale, align.pairs, align.block_experts,
         weights.float().contiguous(), out,
         align.num_pairs, top_k, hidden, inter, k_per_split,
