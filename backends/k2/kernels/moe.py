@@ -175,6 +175,15 @@ def _load_int4_tile(packed_ptr, scale_ptr, rows, k0, rows_ok, row_stride_words, 
 
 
 @triton.jit
+def _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M: tl.constexpr):
+    """(rows, pairs, which rows are real, their tokens) of one aligned block. int64 rows:
+    rows·stride passes 2³¹ at 128K tokens."""
+    rows = block.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    pairs = tl.load(pairs_ptr + rows)
+    return rows, pairs, pairs < num_pairs, (pairs // top_k).to(tl.int64)
+
+
+@triton.jit
 def _gate_up_kernel(
     x_ptr, gate_packed, gate_scale, up_packed, up_scale, pairs_ptr, block_experts_ptr, h_ptr,
     num_pairs, top_k, hidden, inter,
@@ -185,10 +194,7 @@ def _gate_up_kernel(
     expert = tl.load(block_experts_ptr + block)
     if expert < 0:
         return
-    rows = block.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: rows·stride passes 2³¹ at 128K tokens
-    pairs = tl.load(pairs_ptr + rows)
-    row_ok = pairs < num_pairs
-    tokens = (pairs // top_k).to(tl.int64)
+    rows, pairs, row_ok, tokens = _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < inter
     words_per_row = hidden // 8
@@ -226,10 +232,7 @@ def _down_kernel(
     expert = tl.load(block_experts_ptr + block)
     if expert < 0:
         return
-    rows = block.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    pairs = tl.load(pairs_ptr + rows)
-    row_ok = pairs < num_pairs
-    tokens = (pairs // top_k).to(tl.int64)
+    rows, pairs, row_ok, tokens = _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < hidden
     k_start = tl.program_id(2) * k_per_split
