@@ -313,9 +313,8 @@ def local_endpoint(settings: Settings) -> Endpoint:
     thinking = "<think>" in template
     local = settings.local
     window = int(text.get("max_position_embeddings", 131_072))
-    name = settings.model or folder.name
     info = ModelInfo(
-        name=name,
+        name=folder.name,  # not settings.model: that names a model of the API providers
         context_window=min(window, local.context_window or window),
         max_output=local.max_output,
         temperature=local.temperature if local.temperature is not None else (1.0 if thinking else 0.6),

@@ -62,13 +62,17 @@ async def _help(app: KimicodeApp, argument: str) -> None:
 
 async def _model(app: KimicodeApp, argument: str) -> None:
     from kimicode.agent.setup import create_backend
-    from kimicode.config import ConfigError, load_settings
+    from kimicode.config import ConfigError, is_local, load_settings
 
     assert app.agent is not None and app.settings is not None
     if not argument:
         current = app.agent.backend.info.name
         known = ", ".join(name for name in app.settings.models if name != current)
         app.show_notice(f"model: {current} ({app.settings.provider}); others: {known or 'none configured'}")
+        return
+    if is_local(app.settings):
+        # The engine serves the one checkpoint it loaded; a second load would double the memory.
+        app.show_error("/model: the local engine serves the checkpoint it loaded; restart with another --model-path")
         return
     flags = {**app.flags, "model": argument}
     try:

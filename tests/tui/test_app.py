@@ -3,6 +3,8 @@ to the fake OpenAI-compatible server over real HTTP, tools touch a real git repo
 
 from __future__ import annotations
 
+import pytest
+
 from kimicode.agent.session import list_sessions
 from kimicode.tui.screens.approval import ARM_DELAY, ApprovalScreen
 from kimicode.tui.widgets.plan import PlanPanel
@@ -571,3 +573,23 @@ async def test_mcp_servers_from_the_user_config_serve_the_app_and_broken_ones_ar
         await wait_for(pilot, lambda: "new session" in screen_text(app))
         assert app._mcp.tools and [t.name for t in app._mcp.tools if t.name == "echo__echo"]
     assert "from the app" in [m["content"] for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"][0]
+
+
+async def test_a_turn_on_the_local_engine_and_model_switching_refused(make_app, tmp_path_factory):
+    """The app on `--backend local` (a tiny random checkpoint): a turn streams and finishes
+    with usage; /model does not load a second copy of the model."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.backends.k2.checkpoints import write_tiny_k2
+
+    checkpoint = write_tiny_k2(tmp_path_factory.mktemp("models") / "tiny-k2")
+    app = make_app(backend="local", model_path=str(checkpoint), local={"device": "cpu", "max_output": 12, "seed": 3})
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.agent is not None and app.agent.backend.info.name == "tiny-k2"
+        await send(pilot, "hi")
+        await idle(pilot)
+        assert app.agent.messages[-1]["role"] == "assistant"
+        await send(pilot, "/model other")
+        await wait_for(pilot, lambda: "restart with another --model-path" in screen_text(app))
+        assert app.agent.backend.info.name == "tiny-k2"
