@@ -184,11 +184,32 @@ def _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
+def _zeros(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WEIGHT_FIRST: tl.constexpr):
+    if WEIGHT_FIRST:
+        return tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        return tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+
+
+@triton.jit
+def _accumulate(acc, a, w, WEIGHT_FIRST: tl.constexpr):
+    """acc + a·wᵀ, or with WEIGHT_FIRST acc + w·aᵀ (acc transposed until the epilogue): the
+    dequantised weights, already in registers, are then the A operand, which Hopper's wgmma
+    may read from registers while B must sit in shared memory. Which wins is measured by
+    `kimicode bench kernels`."""
+    if WEIGHT_FIRST:
+        return tl.dot(w, tl.trans(a), acc)
+    else:
+        return tl.dot(a, tl.trans(w), acc)
+
+
+@triton.jit
 def _gate_up_kernel(
     x_ptr, gate_packed, gate_scale, up_packed, up_scale, pairs_ptr, block_experts_ptr, h_ptr,
     num_pairs, top_k, hidden, inter,
     stride_x, stride_expert_words, stride_expert_scales, stride_h,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
+    WEIGHT_FIRST: tl.constexpr,
 ):
     block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
@@ -203,8 +224,8 @@ def _gate_up_kernel(
     up_w = up_packed + expert.to(tl.int64) * stride_expert_words
     gate_s = gate_scale + expert.to(tl.int64) * stride_expert_scales
     up_s = up_scale + expert.to(tl.int64) * stride_expert_scales
-    acc_gate = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_gate = _zeros(BLOCK_M, BLOCK_N, WEIGHT_FIRST)
+    acc_up = _zeros(BLOCK_M, BLOCK_N, WEIGHT_FIRST)
     for k0 in range(0, hidden, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + tokens[:, None] * stride_x + k[None, :], mask=row_ok[:, None], other=0.0)
@@ -215,8 +236,11 @@ def _gate_up_kernel(
         else:
             g = g.to(a.dtype)
             u = u.to(a.dtype)
-        acc_gate += tl.dot(a, tl.trans(g))
-        acc_up += tl.dot(a, tl.trans(u))
+        acc_gate = _accumulate(acc_gate, a, g, WEIGHT_FIRST)
+        acc_up = _accumulate(acc_up, a, u, WEIGHT_FIRST)
+    if WEIGHT_FIRST:
+        acc_gate = tl.trans(acc_gate)
+        acc_up = tl.trans(acc_up)
     h = acc_gate * tl.sigmoid(acc_gate) * acc_up
     tl.store(h_ptr + rows[:, None] * stride_h + n[None, :], h.to(h_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
@@ -227,6 +251,7 @@ def _down_kernel(
     num_pairs, top_k, hidden, inter, k_per_split,
     stride_h, stride_expert_words, stride_expert_scales, stride_out,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
+    WEIGHT_FIRST: tl.constexpr,
 ):
     block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
@@ -238,7 +263,7 @@ def _down_kernel(
     k_start = tl.program_id(2) * k_per_split
     weights = down_packed + expert.to(tl.int64) * stride_expert_words
     scales = down_scale + expert.to(tl.int64) * stride_expert_scales
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = _zeros(BLOCK_M, BLOCK_N, WEIGHT_FIRST)
     k_end = tl.minimum(k_start + k_per_split, inter)
     for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
@@ -248,7 +273,9 @@ def _down_kernel(
             a = a.to(tl.float32)
         else:
             w = w.to(a.dtype)
-        acc += tl.dot(a, tl.trans(w))
+        acc = _accumulate(acc, a, w, WEIGHT_FIRST)
+    if WEIGHT_FIRST:
+        acc = tl.trans(acc)
     route_weight = tl.load(weights_ptr + pairs, mask=row_ok, other=0.0)
     acc = acc * route_weight[:, None]
     # relaxed: a plain reduction, no ordering with other memory is needed
@@ -262,6 +289,7 @@ class MoEConfig:
     block_k: int
     splits: int  # split-K of the down GEMM
     num_warps: int = 4
+    weight_first: bool = False  # the weights as the dot's A operand (see _accumulate)
 
 
 def pick_config(tokens: int, top_k: int, hidden: int, inter: int) -> MoEConfig:
@@ -272,7 +300,7 @@ def pick_config(tokens: int, top_k: int, hidden: int, inter: int) -> MoEConfig:
     else:
         config = MoEConfig(block_m=64, block_n=128, block_k=64, splits=1, num_warps=8)
     block_k = next(k for k in (256, 128, 64, 32) if k <= config.block_k and hidden % k == 0 and inter % k == 0)
-    return MoEConfig(config.block_m, config.block_n, block_k, config.splits, config.num_warps)
+    return MoEConfig(config.block_m, config.block_n, block_k, config.splits, config.num_warps, config.weight_first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +343,7 @@ def fused_moe(
         align.num_pairs, top_k, hidden, inter,
         x.stride(0), experts.gate_packed.stride(0), experts.gate_scale.stride(0), h.stride(0),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
-        num_warps=config.num_warps,
+        WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
     )
     out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device)
     _down_kernel[(triton.cdiv(hidden, config.block_n), blocks, config.splits)](
@@ -324,7 +352,7 @@ def fused_moe(
         align.num_pairs, top_k, hidden, inter, k_per_split,
         h.stride(0), experts.down_packed.stride(0), experts.down_scale.stride(0), out.stride(0),
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
-        num_warps=config.num_warps,
+        WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
     )
     return out.to(x.dtype)
 

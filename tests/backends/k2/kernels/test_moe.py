@@ -20,6 +20,7 @@ from kimicode.backends.k2.quant import quantize_int4  # noqa: E402
 
 DECODE = MoEConfig(block_m=16, block_n=32, block_k=32, splits=2)
 PREFILL = MoEConfig(block_m=32, block_n=32, block_k=32, splits=1)
+PREFILL_WEIGHT_FIRST = MoEConfig(block_m=32, block_n=64, block_k=32, splits=1, weight_first=True)
 
 
 def random_experts(n_experts: int, hidden: int, inter: int, seed: int = 0) -> Int4Experts:
@@ -52,7 +53,7 @@ def alignment(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("config", [DECODE, PREFILL], ids=["decode", "prefill"])
+@pytest.mark.parametrize("config", [DECODE, PREFILL, PREFILL_WEIGHT_FIRST], ids=["decode", "prefill", "weight-first"])
 @pytest.mark.parametrize("tokens", [1, 5, 37])
 def test_fused_moe_matches_the_reference(config, tokens, alignment):
     experts = random_experts(8, hidden=64, inter=64)
@@ -66,7 +67,7 @@ def test_experts_without_tokens_and_every_token_on_one_expert(alignment):
     x = torch.randn(21, 64, generator=torch.Generator().manual_seed(4))
     one = torch.full((21, 1), 11, dtype=torch.int32)  # 15 of 16 experts idle, one gets all 21 tokens
     weights = torch.rand(21, 1, generator=torch.Generator().manual_seed(5))
-    for config in (DECODE, PREFILL):
+    for config in (DECODE, PREFILL, PREFILL_WEIGHT_FIRST):
         assert relative(fused_moe(x, weights, one, experts, config), moe_reference(x, weights, one, experts)) < 1e-5
 
 
