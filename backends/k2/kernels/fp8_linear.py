@@ -17,22 +17,25 @@ import triton.language as tl
 from kimicode.backends.k2.quant import dequantize_fp8_block
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+TARGET_PROGRAMS = 264
 
 
 @triton.jit
 def _fp8_linear_kernel(
     x_ptr, w_ptr, s_ptr, out_ptr,
-    rows, out_features, in_features, scale_cols,
+    rows, out_features, in_features, scale_cols, k_per_split,
     stride_x, stride_w, stride_out,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, SPLIT_K: tl.constexpr,
 ):
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = m < rows
     n_ok = n < out_features
+    k_start = tl.program_id(2) * k_per_split
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, in_features, BLOCK_K):  # BLOCK_K is the scale block: one factor per row of a tile
+    # BLOCK_K is the scale block: one factor per row of a tile
+    for k0 in range(k_start, tl.minimum(k_start + k_per_split, in_features), BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         k_ok = k < in_features
         a = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
@@ -44,12 +47,16 @@ def _fp8_linear_kernel(
         else:
             w = w.to(a.dtype)
         acc += tl.dot(a, tl.trans(w))
-    tl.store(out_ptr + m[:, None] * stride_out + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+    where = out_ptr + m[:, None] * stride_out + n[None, :]
+    if SPLIT_K:  # partial sums of K ranges meet in an fp32 buffer
+        tl.atomic_add(where, acc, mask=m_ok[:, None] & n_ok[None, :], sem="relaxed")
+    else:
+        tl.store(where, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
 def fp8_linear(
     x: torch.Tensor, weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = (128, 128),
-    *, block_m: int | None = None, block_n: int | None = None,
+    *, block_m: int | None = None, block_n: int | None = None, splits: int | None = None,
 ) -> torch.Tensor:
     """x [..., in] · dequant(weight [out, in] e4m3, scale_inv [out/bn, in/bk])ᵀ -> [..., out] in x.dtype."""
     rows = x.numel() // x.shape[-1]
@@ -60,13 +67,22 @@ def fp8_linear(
     block_n = block_n or min(block[0], 16 if rows <= 16 else 128)  # decode: one program per 16 rows of W
     if block[0] % block_n:
         raise ValueError(f"block_n {block_n} must divide the scale block {block[0]}")
-    out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
-    _fp8_linear_kernel[(triton.cdiv(rows, block_m), triton.cdiv(out_features, block_n))](
-        flat, weight, scale_inv, out, rows, out_features, in_features, scale_inv.shape[1],
+    grid_mn = triton.cdiv(rows, block_m) * triton.cdiv(out_features, block_n)
+    if splits is None:  # few rows: split K until the weight stream has ~2 programs per SM of an H100
+        splits = max(1, min(triton.cdiv(TARGET_PROGRAMS, grid_mn), triton.cdiv(in_features, block[1]))) if rows <= 16 else 1
+    k_per_split = triton.cdiv(triton.cdiv(in_features, splits), block[1]) * block[1]
+    splits = triton.cdiv(in_features, k_per_split)
+    if splits > 1:
+        out = torch.zeros(rows, out_features, dtype=torch.float32, device=x.device)
+    else:
+        out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
+    _fp8_linear_kernel[(triton.cdiv(rows, block_m), triton.cdiv(out_features, block_n), splits)](
+        flat, weight, scale_inv, out, rows, out_features, in_features, scale_inv.shape[1], k_per_split,
         flat.stride(0), weight.stride(0), out.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block[1], SCALE_BLOCK_N=block[0], UPCAST=INTERPRET,
+        SPLIT_K=splits > 1,
     )
-    return out.view(*x.shape[:-1], out_features)
+    return out.to(x.dtype).view(*x.shape[:-1], out_features)
 
 
 def fp8_linear_reference(x: torch.Tensor, weight: torch.Tensor, scale_inv: torch.Tensor, block=(128, 128)) -> torch.Tensor:

@@ -11,12 +11,13 @@ from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, fp8_linear_refer
 from kimicode.backends.k2.quant import quantize_fp8_block  # noqa: E402
 
 
+@pytest.mark.parametrize("splits", [1, 2, None])  # None: as many K splits as the rows call for
 @pytest.mark.parametrize(("rows", "out_f", "in_f"), [(1, 64, 96), (5, 80, 64), (33, 96, 70)])
-def test_fp8_linear_matches_dequantise_then_matmul(rows, out_f, in_f):
+def test_fp8_linear_matches_dequantise_then_matmul(rows, out_f, in_f, splits):
     g = torch.Generator().manual_seed(rows)
     weight, scale_inv = quantize_fp8_block(torch.randn(out_f, in_f, generator=g), (32, 32))
     x = torch.randn(rows, in_f, generator=g)
-    out = fp8_linear(x, weight, scale_inv, (32, 32), block_m=16, block_n=16)
+    out = fp8_linear(x, weight, scale_inv, (32, 32), block_m=16, block_n=16, splits=splits)
     expected = fp8_linear_reference(x, weight, scale_inv, (32, 32))
     assert out.shape == (rows, out_f)
     assert float((out - expected).abs().max() / expected.abs().max()) < 1e-5
