@@ -93,7 +93,7 @@ class Engine:
         # Forget the tail first: if the forward fails halfway, rows past `reused` are stale.
         self._cached_ids = self._cached_ids[:reused]
         new = torch.tensor([ids[reused:]], device=self.device)
-        logits = self.model(new, reused, self._cache)[0, -1]
+        logits = self.model(new, reused, self._cache, last_only=True)[0, -1]
         self._cached_ids = list(ids)
         return logits, reused
 

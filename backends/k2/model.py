@@ -493,8 +493,12 @@ class Transformer(nn.Module):
         return LatentCache(self.config, batch, max_len, self.formats.dtype, self.layer_devices())
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, start: int, cache: LatentCache, absorbed: bool | None = None) -> torch.Tensor:
-        """Logits (fp32) for `tokens` [batch, seq] at positions start.. of `cache`."""
+    def forward(
+        self, tokens: torch.Tensor, start: int, cache: LatentCache, absorbed: bool | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Logits (fp32) for `tokens` [batch, seq] at positions start.. of `cache`; with
+        `last_only`, for the last position only ([batch, 1, vocab]): a prefill needs no more,
+        and all of them would be seq × vocab × 4 bytes (20 GB at 30K tokens of K2)."""
         batch, seq = tokens.shape
         if start + seq > cache.max_len:
             raise ValueError(f"{start + seq} tokens do not fit the cache of {cache.max_len}")
@@ -511,7 +515,7 @@ class Transformer(nn.Module):
             if x.device != layer_device:  # pipeline across GPUs: hand the activations on
                 x, rope = x.to(layer_device), (rope[0].to(layer_device), rope[1].to(layer_device))
             x = layer(x, start, rope, cache.kv[i], cache.pe[i], absorbed)
-        return self._logits(x)
+        return self._logits(x[:, -1:] if last_only else x)
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, cache: LatentCache) -> torch.Tensor:
