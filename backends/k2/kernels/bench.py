@@ -630,8 +630,9 @@ def e2e_cases(bench: Bench) -> list[Case]:
 
 
 def k2_width_layers(bench: Bench) -> int:
-    """Layer 0 (dense) plus as many MoE layers as the free memory holds, leaving room for the
-    full prefill's fp32 + bf16 logits and its activations."""
+    """Layer 0 (dense) plus as many MoE layers as the free memory holds, leaving room for a
+    30.5K-token prefill's activations, the KV cache and one position's logits (a prefill
+    computes the head for its last position only)."""
     if bench.tiny:
         return 2
     from kimicode.backends.k2.config import ModelConfig
@@ -643,7 +644,7 @@ def k2_width_layers(bench: Bench) -> int:
     with torch.device("meta"):
         dense, moe_layer = Block(config, 0, formats), Block(config, 1, formats)
     fixed = nbytes(dense.parameters()) + 2 * s.vocab * s.hidden * 2
-    reserve = sum(s.turn) * s.vocab * 6 + 10 * 1024**3
+    reserve = s.turn[1] * s.vocab * 6 + 12 * 1024**3
     free = torch.cuda.mem_get_info()[0]
     return 1 + max(1, min(60, (free - fixed - reserve) // nbytes(moe_layer.parameters())))
 
