@@ -124,7 +124,7 @@ class LocalBackend:
     def generate_events(self, request: ChatRequest, cancel: threading.Event | None = None) -> Iterator[ChatEvent]:
         names = [tool["function"]["name"] for tool in request.tools or []]
         try:
-            ToolCallGuard(names)  # a name the guard cannot express fails now, not mid-reply
+            ToolCallGuard(request.tools or [])  # a name the guard cannot express fails now, not mid-reply
         except ValueError as exc:
             raise BackendError(f"cannot guard tool calls: {exc}") from exc
         ids = self.prompt_ids(request)
@@ -167,7 +167,7 @@ class LocalBackend:
                     next_call_index += len(guard.guard.calls)
                     guard = None
             elif token in openers:
-                guard = _GuardedSection(self, ToolCallGuard(names, first_index=next_call_index))
+                guard = _GuardedSection(self, ToolCallGuard(request.tools or [], first_index=next_call_index))
                 if token != self.tokenizer.id_of(TOOL_SECTION_BEGIN):
                     guard.advance(token)  # the model skipped the section token: the call opens it
             for piece in decoder.feed(token):

@@ -3,9 +3,10 @@
 import json
 import random
 
+import jsonschema  # installed with mcp
 import pytest
 
-from kimicode.backends.k2.guard import JsonPrefix, ToolCallGuard
+from kimicode.backends.k2.guard import JsonPrefix, SchemaJsonPrefix, ToolCallGuard
 
 CALL_BEGIN = "<|tool_call_begin|>"
 ARG_BEGIN = "<|tool_call_argument_begin|>"
@@ -421,3 +422,359 @@ def test_an_adversarial_model_can_only_produce_sound_calls():
         force_to_end(guard)
         assert_calls_are_sound(guard, TOOLS)
     assert finished > 0  # the random model sometimes closes a section on its own
+
+
+
+# ---------------------------------------------------------- SchemaJsonPrefix
+
+FILE = {"type": "object", "additionalProperties": False, "required": ["path"], "properties": {
+    "path": {"type": "string", "description": "d", "title": "Path"},
+    "offset": {"type": "integer", "minimum": 1, "default": 1},
+    "limit": {"type": "integer"}}}
+GREP = {"type": "object", "required": ["pattern", "mode"], "properties": {
+    "pattern": {"type": "string"},
+    "glob": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+    "mode": {"type": "string", "enum": ["content", "files", "count"]},
+    "ignore_case": {"type": "boolean"},
+    "scale": {"type": "number"}}}
+EDIT = {"type": "object", "required": ["path", "edits", "meta"], "properties": {
+    "path": {"type": "string"},
+    "tags": {"type": "array", "items": {"type": "string"}},
+    "edits": {"type": "array", "minItems": 1, "items": {
+        "type": "object", "required": ["old", "new"],
+        "properties": {"old": {"type": "string"}, "new": {"type": "string"}, "all": {"type": "boolean"}}}},
+    "meta": {"type": "object", "required": ["level"],
+             "properties": {"owner": {"type": "string"}, "level": {"type": "integer"}}}}}
+REF = {"$defs": {"Point": {"type": "object", "required": ["x", "y"],
+                           "properties": {"x": {"type": "number"}, "y": {"type": "number"}}},
+                 "Color": {"type": "string", "enum": ["red", "green", 'say "hi"']}},
+       "type": "object", "required": ["at", "color"], "properties": {
+           "at": {"$ref": "#/$defs/Point"},
+           "path": {"type": "array", "items": {"$ref": "#/$defs/Point"}},
+           "color": {"$ref": "#/$defs/Color", "description": "c"},
+           "note": {"anyOf": [{"$ref": "#/$defs/Color"}, {"type": "null"}]}}}
+
+SCHEMA_DOCS = {
+    "file": (FILE, ['{"path": "src/a.py"}', '{ "offset" : 10 , "path":"x\\"y \\u00e9", "limit": -3 }',
+                    '{"path":"","limit":0}']),
+    "grep": (GREP, ['{"pattern": "a.*b", "mode": "count"}',
+                    '{"mode":"files","glob":null,"pattern":"x","ignore_case":false,"scale":-1.5e3}',
+                    '{"pattern":"p","glob":"*.py","mode":"content","scale":0}']),
+    "edit": (EDIT, ['{"path":"a","edits":[{"old":"x","new":"y"}],"meta":{"level":2}}',
+                    '{"meta":{"owner":"me","level":0},"tags":["a", "b c", ""],"path":"p",\n'
+                    ' "edits":[{"new":"", "old":"z","all":true},{"old":"1","new":"2"}]}',
+                    '{"tags":[],"path":"","edits":[ {"old":"","new":""} ],"meta":{"level":-7}}']),
+    "ref": (REF, ['{"at":{"x":1,"y":2.5},"color":"red"}',
+                  '{"color":"green","path":[{"y":0,"x":-1},{"x":3,"y":4}],"note":null,"at":{"x":0,"y":0}}',
+                  '{"note":"say \\"hi\\"","at":{"x":1e2,"y":1},"color":"red","path":[]}']),
+}
+ALL_SCHEMA_DOCS = [(schema, doc) for schema, docs in SCHEMA_DOCS.values() for doc in docs]
+
+
+def schema_valid(text, schema):
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+def test_the_corpus_is_valid_against_its_schemas():
+    for schema, doc in ALL_SCHEMA_DOCS:
+        assert schema_valid(doc, schema), doc
+
+
+@pytest.mark.parametrize("schema,doc", ALL_SCHEMA_DOCS)
+def test_schema_docs_are_accepted_at_every_prefix_and_complete_only_at_the_end(schema, doc):
+    scanner = SchemaJsonPrefix(schema, top_level_object=True)
+    end = len(doc.rstrip())
+    for i, ch in enumerate(doc, 1):
+        assert scanner.feed(ch), (doc[:i])
+        assert scanner.complete == (i >= end), (doc, i)
+
+
+@pytest.mark.parametrize("schema,doc", ALL_SCHEMA_DOCS)
+def test_schema_docs_in_random_chunks(schema, doc):
+    rng = random.Random(3)
+    for _ in range(20):
+        scanner, i = SchemaJsonPrefix(schema), 0
+        while i < len(doc):
+            step = rng.randint(1, 12)
+            assert scanner.feed(doc[i:i + step]), doc[:i + step]
+            i += step
+        assert scanner.complete
+
+
+@pytest.mark.parametrize("schema,doc", ALL_SCHEMA_DOCS)
+def test_schema_closing_text_gives_a_valid_document_from_every_prefix(schema, doc):
+    scanner = SchemaJsonPrefix(schema, top_level_object=True)
+    for i in range(len(doc) + 1):
+        closing = scanner.closing_text()
+        probe = scanner.copy()
+        assert probe.feed(closing) and probe.complete, (doc[:i], closing)
+        assert schema_valid(doc[:i] + closing, schema), (doc[:i], closing)
+        if i < len(doc):
+            scanner.feed(doc[i])
+
+
+def test_closing_text_fills_required_keys_recursively():
+    assert SchemaJsonPrefix(EDIT).closing_text() == '{"path":"","edits":[{"old":"","new":""}],"meta":{"level":0}}'
+    scanner = SchemaJsonPrefix(EDIT)
+    scanner.feed('{"meta":{"ow')
+    assert scanner.closing_text() == 'ner":"","level":0},"path":"","edits":[{"old":"","new":""}]}'
+    scanner = SchemaJsonPrefix(REF)
+    scanner.feed('{"color":"say \\')
+    assert scanner.closing_text() == '"hi\\""' + ',"at":{"x":0,"y":0}}'
+    scanner = SchemaJsonPrefix(GREP)
+    scanner.feed('{"pattern":"x",')
+    assert scanner.closing_text() == '"mode":"content"}'  # after a comma a required key comes first
+
+
+@pytest.mark.parametrize("schema,prefix,bad", [
+    (FILE, "{", '"pathx'),            # undeclared key
+    (FILE, "{", '"x"'),
+    (FILE, '{"path":"a",', '"path"'),  # duplicate key
+    (FILE, '{"path":"a",', '"pa'),     # ... refused as soon as no other key fits
+    (FILE, '{"path":"a",', '"offset": "1"'),  # a string where an integer goes
+    (FILE, '{"path":"a","offset":', "1.5"),  # a fraction in an integer
+    (FILE, '{"path":"a","offset":1', "e3"),
+    (FILE, '{"path":"a","offset":', "true"),
+    (FILE, "{", "}"),                 # closing before a required key
+    (FILE, '{"offset": 1', "}"),
+    (FILE, '{"path":"a","offset":1,"limit":2', ","),  # no declared key is left
+    (FILE, "{", '"\\u0070ath"'),      # keys are spelled plainly
+    (FILE, "", "["),
+    (FILE, "", '"path"'),
+    (GREP, '{"pattern":"x","mode":"', "cop"),  # enum mismatch
+    (GREP, '{"pattern":"x","mode":"count', 's"'),
+    (GREP, '{"pattern":"x","mode":"', '"'),
+    (GREP, '{"pattern":"x","mode":', "null"),
+    (GREP, '{"pattern":"x","glob":', "1"),
+    (GREP, '{"pattern":"x","glob":', "["),
+    (GREP, '{"pattern":"x","ignore_case":', '"true"'),
+    (GREP, '{"pattern":"x","ignore_case":', "nul"),
+    (EDIT, '{"tags":[', "1"),
+    (EDIT, '{"tags":["a",', "null"),
+    (EDIT, '{"edits":[{"old":"a"', "}"),
+    (EDIT, '{"edits":[{"old":"a","new":"b"},', '{"x"'),
+    (EDIT, '{"meta":', "[]"),
+    (EDIT, '{"meta":{"level":', '"1"'),
+    (REF, '{"at":{"x":1', "}"),
+    (REF, '{"color":', '"blue"'),
+    (REF, '{"at":', "null"),
+    (REF, '{"note":"re', "d2"),
+])
+def test_schema_violations_are_rejected_and_leave_state_alone(schema, prefix, bad):
+    scanner = SchemaJsonPrefix(schema, top_level_object=True)
+    assert scanner.feed(prefix), prefix
+    before = scanner.closing_text(), scanner.complete
+    assert not scanner.accepts(bad)
+    assert not scanner.feed(bad)
+    assert (scanner.closing_text(), scanner.complete) == before
+    assert schema_valid(prefix + scanner.closing_text(), schema)
+
+
+def test_non_object_schemas_at_the_top():
+    scanner = SchemaJsonPrefix({"type": "array", "items": {"type": "integer"}})
+    assert scanner.feed("[1, 2")
+    assert not scanner.accepts(".5")
+    assert scanner.closing_text() == "]"
+    assert SchemaJsonPrefix({"anyOf": [{"type": "integer"}, {"type": "null"}]}).closing_text() == "null"
+    number = SchemaJsonPrefix({"type": "number"})
+    assert number.feed("12") and number.complete and number.accepts("e5")
+    assert not SchemaJsonPrefix({"type": "string"}).accepts("1")
+    assert SchemaJsonPrefix({"type": ["string", "integer"]}).accepts("1")
+    assert SchemaJsonPrefix({"const": "k"}).accepts('"k"') and not SchemaJsonPrefix({"const": "k"}).accepts('"j')
+
+
+UNSUPPORTED = {"type": "object", "required": ["x"], "properties": {
+    "x": {"not": {"type": "string"}},
+    "y": {"allOf": [{"type": "string"}, {"minLength": 1}]},
+    "z": {"type": "array", "prefixItems": [{"type": "integer"}]},
+    "w": {"enum": [1, "two"]},
+    "v": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "u": {"oneOf": [{"type": "integer"}, {"type": "number"}]},
+    "t": {"$ref": "#/$defs/Missing"},
+    "s": {"type": "object"}}}
+
+
+def test_unsupported_keywords_fall_back_to_generic_json():
+    doc = ('{"x": {"any": [1, "two", null]}, "y": 5, "z": ["a"], "w": "str", "v": {"k": "not int", "j": [true]},'
+           ' "u": 1.5, "t": false, "s": {"free": {}}}')
+    scanner = SchemaJsonPrefix(UNSUPPORTED)
+    for i, ch in enumerate(doc, 1):
+        assert scanner.feed(ch), doc[:i]
+        probe = scanner.copy()
+        assert probe.feed(probe.closing_text()) and probe.complete, doc[:i]
+        assert loads_ok(doc[:i] + scanner.closing_text(), want_object=True), doc[:i]
+    assert scanner.complete
+    # Generic sub-values are still JSON, and the declared keys still rule.
+    scanner = SchemaJsonPrefix(UNSUPPORTED)
+    assert scanner.feed('{"v": {"k": 1')
+    assert not scanner.accepts("]")
+    assert scanner.feed("}")
+    assert not scanner.accepts(', "q"')
+    assert not scanner.accepts("}")  # "x" is required
+    assert scanner.closing_text() == ',"x":null}'
+
+
+def test_bounds_are_not_checked_but_the_type_is():
+    schema = {"type": "object", "required": ["s", "n"], "properties": {
+        "s": {"type": "string", "pattern": "^a+$", "minLength": 3, "format": "email"},
+        "n": {"type": "integer", "minimum": 5, "maximum": 7}}}
+    scanner = SchemaJsonPrefix(schema)
+    assert scanner.accepts('{"s":"b","n":100}')
+    assert not scanner.accepts('{"s":1')
+    assert not scanner.accepts('{"n":5.5')
+    assert scanner.closing_text() == '{"s":"xxx","n":5}'  # fillers respect minLength and minimum
+
+
+def test_a_ref_cycle_is_checked_down_to_the_cycle():
+    tree = {"$defs": {"Tree": {"type": "object", "required": ["v"], "properties": {
+        "v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/Tree"}}}}},
+        "$ref": "#/$defs/Tree"}
+    assert SchemaJsonPrefix(tree).accepts('{"v":1,"kids":[{"v":"anything"}, 2]}')
+    assert not SchemaJsonPrefix(tree).accepts('{"v":"s"')
+    assert SchemaJsonPrefix(tree).closing_text() == '{"v":0}'
+
+
+def test_schema_copy_is_independent():
+    scanner = SchemaJsonPrefix(EDIT)
+    scanner.feed('{"edits": [')
+    clone = scanner.copy()
+    assert clone.feed('{"old":"a","new":"b"}],"path":"p","meta":{"level":1}}')
+    assert clone.complete and not scanner.complete
+    assert scanner.closing_text() == '{"old":"","new":""}],"path":"","meta":{"level":0}}'
+
+
+# ------------------------------------------------- ToolCallGuard with schemas
+
+def tool(name, parameters=None):
+    function = {"name": name, "description": "d"}
+    if parameters is not None:
+        function["parameters"] = parameters
+    return {"type": "function", "function": function}
+
+
+SCHEMA_TOOLS = [tool("read_file", FILE), tool("grep", GREP), tool("multi", EDIT), tool("ref_tool", REF),
+                tool("free", {"type": "object"}), "ping"]
+TOOL_SCHEMAS = {"read_file": FILE, "grep": GREP, "multi": EDIT, "ref_tool": REF,
+                "free": {"type": "object"}, "ping": {"type": "object"}}
+
+
+def assert_calls_fit_schemas(guard, schemas):
+    for name, args in guard.calls:
+        assert schema_valid(args, schemas[name]), (name, args)
+        assert isinstance(json.loads(args), dict)
+
+
+SCHEMA_SECTIONS = [
+    ([("read_file", SCHEMA_DOCS["file"][1][1]), ("ping", '{"any": [1]}')], 0, ""),
+    ([("grep", SCHEMA_DOCS["grep"][1][1]), ("multi", SCHEMA_DOCS["edit"][1][1])], 2, " "),
+    ([("ref_tool", SCHEMA_DOCS["ref"][1][1]), ("free", '{"k": {"deep": null}}')], 5, "\n"),
+]
+
+
+def test_tools_may_be_names_or_openai_entries():
+    guard = ToolCallGuard(SCHEMA_TOOLS)
+    feed_all(guard, [(CALL_BEGIN, True), ("functions.read_file:0", False), (ARG_BEGIN, True)])
+    assert not guard.allows('{"x"')
+    assert guard.forced_text() == ('{"path":""}', False)
+    by_kwarg = ToolCallGuard(["read_file"], schemas={"read_file": FILE})
+    feed_all(by_kwarg, [(CALL_BEGIN, True), ("functions.read_file:0", False), (ARG_BEGIN, True)])
+    assert not by_kwarg.allows('{"x"') and by_kwarg.allows('{"path"')
+    overridden = ToolCallGuard([tool("read_file", FILE)], schemas={"read_file": {"type": "object"}})
+    feed_all(overridden, [(CALL_BEGIN, True), ("functions.read_file:0", False), (ARG_BEGIN, True)])
+    assert overridden.allows('{"x"')
+    with pytest.raises(ValueError):
+        ToolCallGuard([tool("bad name", FILE)])
+
+
+@pytest.mark.parametrize("calls,first_index,ws", SCHEMA_SECTIONS)
+def test_a_schema_valid_section_in_random_splits_yields_its_calls(calls, first_index, ws):
+    rng = random.Random(5)
+    for _ in range(20):
+        guard = ToolCallGuard(SCHEMA_TOOLS, first_index)
+        feed_all(guard, split_randomly(section_tokens(calls, first_index, ws), rng))
+        assert guard.done
+        assert guard.calls == [(name, args.strip()) for name, args in calls]
+        assert_calls_fit_schemas(guard, TOOL_SCHEMAS)
+
+
+@pytest.mark.parametrize("calls,first_index,ws", SCHEMA_SECTIONS)
+def test_forcing_gives_schema_valid_calls_from_every_reachable_state(calls, first_index, ws):
+    tokens = char_tokens(section_tokens(calls, first_index, ws))
+    for cut in range(len(tokens)):
+        guard = ToolCallGuard(SCHEMA_TOOLS, first_index)
+        feed_all(guard, tokens[:cut])
+        force_to_end(guard)
+        assert_calls_fit_schemas(guard, TOOL_SCHEMAS)
+
+
+def test_call_end_waits_for_the_required_keys():
+    guard = ToolCallGuard(SCHEMA_TOOLS)
+    feed_all(guard, [(CALL_BEGIN, True), ("functions.grep:0", False), (ARG_BEGIN, True), ('{"pattern": "x"', False)])
+    assert not guard.allows("}")
+    guard.advance(', "mode": "count"}')
+    assert guard.allows(CALL_END, special=True)
+
+
+_SCHEMA_FRAGMENTS = _FRAGMENTS + [
+    '"path"', '"pattern":', '"mode": "count"', '"mode":"', "cou", '"edits": [', '"old"', '"new"', '"tags":["',
+    '"meta": {"level": 1}', '"at": {"x": 1, "y": 2}', '"color": "red"', '"x"', '"y"', '"note":', "1.5", "3",
+    "functions.grep:", "functions.multi:", "functions.ref_tool:", "functions.read_file:", "functions.ping:",
+    '"offset":', '"glob":', '"level":', '"all":', ",", "},{",
+]
+
+
+def test_an_adversarial_model_can_only_produce_schema_valid_calls():
+    rng = random.Random(99)
+    finished = 0
+    for episode in range(300):
+        guard = ToolCallGuard(SCHEMA_TOOLS, first_index=episode % 3)
+        for _ in range(60):
+            if guard.done:
+                break
+            candidates = []
+            for _ in range(20):
+                if rng.random() < 0.5:
+                    candidates.append(("".join(rng.choice(_SCHEMA_FRAGMENTS) for _ in range(rng.randint(1, 3))),
+                                       False))
+                else:
+                    candidates.append(random_candidate(rng))
+            chosen = next(((t, s) for t, s in candidates if guard.allows(t, special=s)), None)
+            text, special = chosen or guard.forced_text()
+            guard.advance(text, special=special)
+        finished += guard.done
+        assert_calls_fit_schemas(guard, TOOL_SCHEMAS)
+        force_to_end(guard)
+        assert_calls_fit_schemas(guard, TOOL_SCHEMAS)
+    assert finished > 0
+
+
+def kimicode_tool_classes():
+    from kimicode.tools.files import EditFile, MultiEdit, ReadFile, WriteFile
+    from kimicode.tools.plan import UpdatePlan
+    from kimicode.tools.search import Glob, Grep, ListDir
+    from kimicode.tools.shell import Shell
+    from kimicode.tools.symbols import FindReferences, FindSymbol, RepoMap
+    return [ReadFile, WriteFile, EditFile, MultiEdit, Glob, Grep, ListDir, Shell, UpdatePlan, FindSymbol,
+            FindReferences, RepoMap]
+
+
+@pytest.mark.parametrize("tool_class", kimicode_tool_classes(), ids=lambda c: c.name)
+@pytest.mark.parametrize("start", ["", "{", '{"'])
+def test_real_tool_schemas_force_a_valid_call(tool_class, start):
+    tools = [c.schema() for c in kimicode_tool_classes()]
+    guard = ToolCallGuard(tools)
+    feed_all(guard, [(CALL_BEGIN, True), (f"functions.{tool_class.name}:0", False), (ARG_BEGIN, True)])
+    if start and not guard.allows(start):
+        assert start == '{"' and not tool_class.schema()["function"]["parameters"].get("properties")
+        return
+    if start:
+        guard.advance(start)
+    force_to_end(guard)
+    (name, args), = guard.calls
+    assert name == tool_class.name
+    jsonschema.validate(json.loads(args), tool_class.schema()["function"]["parameters"])
+    tool_class.Params.model_validate_json(args)  # what the agent will parse it with
