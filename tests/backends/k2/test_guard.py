@@ -6,7 +6,8 @@ import random
 import jsonschema  # installed with mcp
 import pytest
 
-from kimicode.backends.k2.guard import JsonPrefix, SchemaJsonPrefix, ToolCallGuard
+from kimicode.backends.k2.guard import ToolCallGuard
+from kimicode.backends.k2.json_prefix import JsonPrefix, SchemaJsonPrefix
 
 CALL_BEGIN = "<|tool_call_begin|>"
 ARG_BEGIN = "<|tool_call_argument_begin|>"
