@@ -30,7 +30,8 @@ from kimicode.backends.k2.tokenizer import Tokenizer
 
 GUARD_CANDIDATES = 64  # most-likely tokens tried inside a tool section before forcing one
 # Near the end of max_tokens an open tool section is closed (a long call is cut short as
-# valid JSON, never truncated), and no new section opens in the last CLOSING_RESERVE tokens.
+# valid JSON, never truncated), and no new section opens in the last tokens a whole call
+# needs (at least CLOSING_RESERVE; more for tools with many required keys).
 CLOSING_RESERVE = 24
 CLOSING_MARGIN = 4  # one token can lengthen the closing text by a bracket or two
 
@@ -141,13 +142,14 @@ class LocalBackend:
         forced: list[int] = []
         produced, called, reason = 0, False, "length"
         next_call_index = _calls_in(request.messages)  # K2 numbers calls across the conversation
+        reserve = self.closing_reserve(request.tools or [], next_call_index)
         while produced < budget and not (cancel and cancel.is_set()):
             if self.logit_bias:
                 logits = _biased(logits, self.logit_bias)
             left = budget - produced
-            if guard is None and (left <= CLOSING_RESERVE or not names):  # no tools: no tool section
+            if guard is None and (left <= reserve or not names):  # no tools: no tool section
                 logits = _biased(logits, dict.fromkeys(openers, float("-inf")))
-            elif guard is not None and not forced and left <= 4 * CLOSING_RESERVE:
+            elif guard is not None and not forced and left <= 4 * reserve:
                 closing = guard.closing_tokens()
                 if len(closing) + CLOSING_MARGIN >= left:
                     forced = closing
@@ -188,6 +190,15 @@ class LocalBackend:
         yield Usage(prompt_tokens=len(ids), completion_tokens=produced, cached_tokens=reused)
         yield Finish("tool_calls" if called and reason != "length" else reason)  # type: ignore[arg-type]
 
+    def closing_reserve(self, tools: list[dict[str, Any]], first_index: int) -> int:
+        """Tokens to keep for a section opened now to end with a whole, valid call: the
+        longest forced call over the declared tools (their required keys included)."""
+        longest = 0
+        for tool in tools:
+            fresh = _GuardedSection(self, ToolCallGuard([tool], first_index=first_index))
+            longest = max(longest, 1 + len(fresh.closing_tokens()))  # + the section begin token
+        return max(CLOSING_RESERVE, longest + CLOSING_MARGIN)
+
     def token_bytes(self, token: int) -> bytes:
         cached = self._token_bytes.get(token)
         if cached is None:
@@ -227,8 +238,9 @@ class _GuardedSection:
         text, special, tail = piece
         if not self.guard.allows(text, special=special):
             return False
-        # An unfinished multi-byte character can only ever be part of a JSON string.
-        return not tail or self.guard.allows(text + "\u00e9")
+        # An unfinished character is allowed only where any character would be (inside a
+        # free string), so forcing can always finish it with bytes of its own choosing.
+        return not tail or all(self.guard.allows(text + probe) for probe in _PROBE_CHARACTERS)
 
     def advance(self, token: int) -> None:
         piece = self._text(token, lenient=True)
@@ -249,8 +261,10 @@ class _GuardedSection:
         return tokens[0], tokens[1:]
 
     def forced_tokens(self) -> list[int]:
-        text, special = self.guard.forced_text()
         tokenizer = self.backend.tokenizer
+        if self.utf8_tail:  # first finish the pending character, one byte token at a time
+            return [tokenizer.byte_token(b) for b in _completing_bytes(self.utf8_tail)]
+        text, special = self.guard.forced_text()
         return [tokenizer.id_of(text)] if special else tokenizer.encode(text)
 
     def closing_tokens(self) -> list[int]:
@@ -264,6 +278,22 @@ class _GuardedSection:
                 shadow.advance(token)
             tokens += step
         return tokens
+
+
+_PROBE_CHARACTERS = ("\u00e9", "\u4e2d")  # two unlike characters: both fit only a free string
+
+
+def _completing_bytes(tail: bytes) -> bytes:
+    """Continuation bytes that turn `tail` (the start of a UTF-8 character) into a valid one."""
+    for second in (0x80, 0xA0, 0x90):  # 0x80 unless the lead byte rules it out (overlong forms)
+        for size in range(1, 4):
+            candidate = bytes([second]) + b"\x80" * (size - 1)
+            try:
+                (tail + candidate).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            return candidate
+    raise ValueError(f"{tail!r} does not begin a UTF-8 character")
 
 
 def _biased(logits: torch.Tensor, bias: dict[int, float]) -> torch.Tensor:

@@ -164,7 +164,7 @@ def normalize_tool_call_ids(messages: list[dict[str, Any]]) -> list[dict[str, An
     """A shallow copy of every message, with tool-call ids rewritten to K2's own
     `functions.{name}:{idx}` (idx runs over the conversation) and tool results
     pointing at the new ids. Foreign ids teach the model ids its parsers reject."""
-    renamed: dict[str, str] = {}
+    unanswered: dict[Any, list[str]] = {}  # provider id -> new ids not yet answered, oldest first
     index = 0
     out = []
     for message in messages:
@@ -174,11 +174,15 @@ def normalize_tool_call_ids(messages: list[dict[str, Any]]) -> list[dict[str, An
             for call in message["tool_calls"]:
                 new_id = f"functions.{(call.get('function') or {}).get('name', '')}:{index}"
                 index += 1
-                renamed[call.get("id")] = new_id  # a reused id maps to its latest call
+                unanswered.setdefault(call.get("id"), []).append(new_id)
                 calls.append({**call, "id": new_id})
             message["tool_calls"] = calls
-        elif message.get("role") == "tool" and message.get("tool_call_id") in renamed:
-            message["tool_call_id"] = renamed[message["tool_call_id"]]
+        elif message.get("role") == "tool":
+            # A reused provider id answers its calls in order; a missing or unknown one
+            # answers the oldest call still waiting.
+            waiting = unanswered.get(message.get("tool_call_id")) or next((q for q in unanswered.values() if q), None)
+            if waiting:
+                message["tool_call_id"] = waiting.pop(0)
         out.append(message)
     return out
 
@@ -408,14 +412,20 @@ def _partial_marker_length(text: str, start: int) -> int:
     return 0
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # json.loads accepts NaN and Infinity; JSON does not
+
+
 def arguments_error(arguments: str) -> str | None:
     """Why `arguments` is not a JSON object, or None."""
     if not arguments:
         return "no arguments"
     try:
-        value = json.loads(arguments)
+        value = json.loads(arguments, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         return f"invalid JSON: {exc.msg} at position {exc.pos}"
+    except ValueError as exc:
+        return f"invalid JSON: {exc}"
     if not isinstance(value, dict):
         return f"arguments must be a JSON object, got {type(value).__name__}"
     return None

@@ -35,7 +35,8 @@ from kimicode.backends.k2.json_prefix import _OBJ, _WS, JsonPrefix, SchemaJsonPr
 
 # ------------------------------------------------------------ the tool guard
 
-_NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]+")
+# No ".": K2's parsers take the name after the last "." of "functions.NAME:INDEX".
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_\-]+")
 _FUNCTIONS = "functions."
 
 

@@ -362,6 +362,12 @@ def _number_text(schema: dict, integer: bool) -> str:
         value = math.floor(hi) if integer else hi
     if xhi is not None and value >= xhi:
         value = math.ceil(xhi) - 1
+    if not integer and (xlo is not None or lo is not None) and (xhi is not None or hi is not None):
+        low = xlo if xlo is not None else lo
+        high = xhi if xhi is not None else hi
+        inside = (xlo is None or value > xlo) and (xhi is None or value < xhi)
+        if not inside and low < high:  # an open interval that shuts out the integers tried above
+            value = (low + high) / 2
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return json.dumps(value)

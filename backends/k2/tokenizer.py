@@ -79,6 +79,10 @@ class Tokenizer:
             raise ValueError(f"token id {special_id} is not a special id")
         return self._special_names[special_id]
 
+    def byte_token(self, value: int) -> int:
+        """The id of the single byte `value` (byte-level BPE has one for each of the 256)."""
+        return self._encoding.encode_single_token(bytes([value]))
+
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes_of([token_id])
 

@@ -199,3 +199,50 @@ def test_a_tool_name_the_guard_cannot_express_is_refused_up_front(checkpoint):
     bad = [{"type": "function", "function": {"name": "read file", "parameters": {"type": "object"}}}]
     with pytest.raises(BackendError, match="cannot guard tool calls"):
         collect(backend, ChatRequest(conversation("x"), tools=bad))
+
+
+def test_a_tool_with_many_required_keys_still_closes_within_the_budget(checkpoint):
+    """The reserve before max_tokens grows with what a whole call of the tool needs."""
+    import jsonschema
+
+    props = {f"configuration_parameter_{i}": {"type": "string"} for i in range(6)}
+    schema = {"type": "object", "properties": props, "required": list(props)}
+    tools = [{"type": "function", "function": {"name": "apply_configuration", "parameters": schema}}]
+    for budget in (40, 60, 90):
+        backend = make_backend(checkpoint, max_output=budget)
+        backend.logit_bias = {**never_stop(backend), backend.tokenizer.id_of(TOOL_SECTION_BEGIN): 1e9}
+        events = collect(backend, ChatRequest(conversation("Go"), tools=tools))
+        for call in (e for e in events if isinstance(e, ToolCallDone)):
+            assert call.arguments_error is None, (budget, call.arguments)
+            jsonschema.validate(json.loads(call.arguments), schema)
+        assert next(e for e in events if isinstance(e, Usage)).completion_tokens <= budget
+
+
+def test_forcing_finishes_a_half_written_character_first(checkpoint):
+    """A token may leave half a UTF-8 character only inside a free string; forcing then
+    completes that character with byte tokens before closing the call."""
+    from kimicode.backends.k2.backend import _GuardedSection
+    from kimicode.backends.k2.guard import ToolCallGuard
+
+    backend = make_backend(checkpoint)
+    tokenizer = backend.tokenizer
+    half = tokenizer.byte_token(0xC3)  # the first byte of "é"
+    enum_tool = [{"type": "function", "function": {"name": "order", "parameters": {
+        "type": "object", "properties": {"drink": {"enum": ["café", "thé"]}}, "required": ["drink"]}}}]
+    text_tool = [{"type": "function", "function": {"name": "say", "parameters": {
+        "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}]
+    for tools, opening, half_allowed in ((enum_tool, '{"drink":"caf', False), (text_tool, '{"text":"caf', True)):
+        section = _GuardedSection(backend, ToolCallGuard(tools))
+        name = tools[0]["function"]["name"]
+        for token in ([tokenizer.id_of("<|tool_call_begin|>")] + tokenizer.encode(f"functions.{name}:0")
+                      + [tokenizer.id_of("<|tool_call_argument_begin|>")] + tokenizer.encode(opening)):
+            assert section.allows(token)
+            section.advance(token)
+        assert section.allows(half) == half_allowed
+        if half_allowed:
+            section.advance(half)
+            closing = section.closing_tokens()
+            for token in closing:
+                section.advance(token)
+            assert section.done
+            assert json.loads(section.guard.calls[0][1])["text"].startswith("caf\u00c0")

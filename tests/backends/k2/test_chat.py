@@ -373,3 +373,27 @@ def test_stream_with_reasoning_open_from_the_prompt():
 def test_special_pieces_work_in_text_mode_too():
     pieces = ["Hi <|tool", Special(SECTION), Special(BEGIN), "functions.ls:0", Special(ARGS), "{}", Special(END)]
     assert collect(stream(pieces)) == ("", "Hi <|tool", [ok("functions.ls:0", "{}")])
+
+
+def test_reused_and_missing_provider_ids_pair_results_with_calls_in_order():
+    from kimicode.backends.k2.chat import normalize_tool_call_ids
+
+    messages = [
+        {"role": "assistant", "tool_calls": [
+            {"id": "call_0", "function": {"name": "write", "arguments": "{}"}},
+            {"id": "call_0", "function": {"name": "write", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "A"},
+        {"role": "tool", "tool_call_id": "call_0", "content": "B"},
+        {"role": "assistant", "tool_calls": [{"function": {"name": "read", "arguments": "{}"}}]},
+        {"role": "tool", "content": "C"},  # no id at all: answers the call still waiting
+    ]
+    ids = [m.get("tool_call_id") for m in normalize_tool_call_ids(messages) if m["role"] == "tool"]
+    assert ids == ["functions.write:0", "functions.write:1", "functions.read:2"]
+
+
+def test_nan_and_infinity_are_not_json_arguments():
+    from kimicode.backends.k2.chat import arguments_error
+
+    assert arguments_error('{"a": NaN}') == "invalid JSON: NaN is not JSON"
+    assert arguments_error('{"a": -Infinity}') == "invalid JSON: -Infinity is not JSON"
+    assert arguments_error('{"a": 1}') is None

@@ -142,7 +142,7 @@ def test_copy_is_independent():
 
 # ------------------------------------------------------------ ToolCallGuard
 
-TOOLS = ["read", "read_file", "grep", "web.search", "run-shell2"]
+TOOLS = ["read", "read_file", "grep", "web_search", "run-shell2"]
 
 
 def section_tokens(calls, first_index=0, ws=""):
@@ -178,7 +178,7 @@ def char_tokens(tokens):
 SECTIONS = [
     ([("read_file", '{"path": "a.py"}')], 0, ""),
     ([("read", "{}"), ("read_file", '{"path":"<|tool_call_end|>"}'), ("grep", '{"q":"x","n":[1,2.5e-3]}')], 4, ""),
-    ([("web.search", '{"query": "k2 \\"moe\\" \\u00e9"}'), ("run-shell2", '{"cmd": "ls", "t": null}')], 0, " \n"),
+    ([("web_search", '{"query": "k2 \\"moe\\" \\u00e9"}'), ("run-shell2", '{"cmd": "ls", "t": null}')], 0, " \n"),
     ([("grep", OBJECT_DOCS[3]), ("read", OBJECT_DOCS[7])], 9, "\t"),
 ]
 
@@ -213,7 +213,7 @@ def test_wrong_tool_name_is_rejected_at_the_first_bad_char():
     assert guard.allows("functions.rea")
     assert not guard.allows("functions.reax")
     assert not guard.allows("function.read")
-    assert not guard.allows("functions.web_")
+    assert not guard.allows("functions.web.")
     for spaced in ("func tions.grep", "functions .grep", "functions. grep", "functions.gr ep", "functions.grep :0"):
         assert not guard.allows(spaced), spaced
     assert guard.allows(" \n functions.grep:0 ")  # ws around the id is fine
@@ -333,8 +333,8 @@ def test_forced_text_examples():
     guard.advance(CALL_BEGIN, special=True)
     assert guard.forced_text() == ("functions.grep:2", False)
     guard.advance("functions.web")
-    assert guard.forced_text() == (".search:2", False)
-    guard.advance(".search:")
+    assert guard.forced_text() == ("_search:2", False)
+    guard.advance("_search:")
     assert guard.forced_text() == ("2", False)
     guard.advance("2")
     assert guard.forced_text() == (ARG_BEGIN, True)
@@ -390,7 +390,7 @@ def test_forcing_finishes_inside_json_prefixes_of_the_corpus():
 
 _FRAGMENTS = [
     '{"', '":', '"}', '", "', "true", "null", "false", "1.5e", "-0", "e+", "\\u00", "\\", '\\"', ", ", "]", "[",
-    "{", "}", ":", '"', " ", "\n", "functions", "functions.", ".", "read", "_file", "web.search", "grep:", ":0",
+    "{", "}", ":", '"', " ", "\n", "functions", "functions.", ".", "read", "_file", "web_search", "grep:", ":0",
     ":1", "0", "1", "2", "é日😀", "<|", "|>", "<b>", "\x01", "'", "NaN",
 ] + [m for m in ToolCallGuard.MARKERS]  # markers as ordinary text too
 _SPECIALS = list(ToolCallGuard.MARKERS) + ["<|im_end|>", "<think>", "</think>"]
@@ -779,3 +779,18 @@ def test_real_tool_schemas_force_a_valid_call(tool_class, start):
     assert name == tool_class.name
     jsonschema.validate(json.loads(args), tool_class.schema()["function"]["parameters"])
     tool_class.Params.model_validate_json(args)  # what the agent will parse it with
+
+
+def test_a_tool_name_with_a_dot_is_refused_up_front():
+    """K2's parsers keep only what follows the last "." of functions.NAME:INDEX."""
+    with pytest.raises(ValueError, match="cannot carry"):
+        ToolCallGuard(["files.read"])
+
+
+def test_forced_numbers_fit_open_intervals():
+    schema = {"type": "object", "properties": {"p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+              "q": {"type": "number", "exclusiveMinimum": -1, "exclusiveMaximum": -0.5}}, "required": ["p", "q"]}
+    prefix = SchemaJsonPrefix(schema, top_level_object=True)
+    assert prefix.feed("{")
+    document = json.loads("{" + prefix.closing_text())
+    jsonschema.validate(document, schema)
