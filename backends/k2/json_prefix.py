@@ -52,14 +52,13 @@ _STRING_RUN = re.compile(r'[^"\\\x00-\x1f]+')
 _State = tuple
 
 
-class JsonPrefix:
-    """Incremental validator of one JSON value's text (RFC 8259), char by char."""
+class _Prefix:
+    """What both validators share: a state that `_scan` advances or refuses."""
 
-    __slots__ = ("top_level_object", "_state")
+    _state: tuple
 
-    def __init__(self, top_level_object: bool = True):
-        self.top_level_object = top_level_object
-        self._state: _State = ("", _VALUE, None, False)
+    def _scan(self, text: str) -> tuple | None:
+        raise NotImplementedError
 
     def feed(self, text: str) -> bool:
         """Append `text`; False (state unchanged) if it would break the prefix."""
@@ -71,6 +70,16 @@ class JsonPrefix:
 
     def accepts(self, text: str) -> bool:
         return self._scan(text) is not None
+
+
+class JsonPrefix(_Prefix):
+    """Incremental validator of one JSON value's text (RFC 8259), char by char."""
+
+    __slots__ = ("top_level_object", "_state")
+
+    def __init__(self, top_level_object: bool = True):
+        self.top_level_object = top_level_object
+        self._state: _State = ("", _VALUE, None, False)
 
     @property
     def complete(self) -> bool:
@@ -504,7 +513,7 @@ def compile_schema(schema: object) -> SchemaNode:
 # schema of the value being read. All immutable, so copying a state is free.
 
 
-class SchemaJsonPrefix:
+class SchemaJsonPrefix(_Prefix):
     """Like JsonPrefix, but the value must also fit a JSON schema (see above for
     the subset); every prefix it accepts can still be completed to a valid value."""
 
@@ -517,17 +526,6 @@ class SchemaJsonPrefix:
         self.node = node
         self.top_level_object = top_level_object
         self._state: tuple = ((), _VALUE, None, self.node)
-
-    def feed(self, text: str) -> bool:
-        """Append `text`; False (state unchanged) if it would break the prefix."""
-        state = self._scan(text)
-        if state is None:
-            return False
-        self._state = state
-        return True
-
-    def accepts(self, text: str) -> bool:
-        return self._scan(text) is not None
 
     @property
     def complete(self) -> bool:

@@ -165,9 +165,6 @@ class LatentCache:
     def batch(self) -> int:
         return self.kv[0].shape[0] if self.kv else 0
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.kv, *self.pe))
-
 
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, formats: Formats):
