@@ -32,6 +32,9 @@ def resolve_devices(device: str | torch.device) -> list[torch.device]:
 class Engine:
     # With CUDA graphs the cache is allocated once at this size (or the model's context).
     GRAPH_CACHE_TOKENS = 65536
+    # A long prompt runs in chunks of this many tokens, so activations, MoE buffers and
+    # expanded K/V stay bounded whatever its length (K2: ≈ 0.5 GB of MoE rows per chunk).
+    PREFILL_CHUNK = 8192
 
     def __init__(self, model: Transformer, placement: Placement | None = None, path: Path | None = None, *, cuda_graphs: bool = True):
         self.model, self.config, self.placement, self.path = model, model.config, placement, path
@@ -90,11 +93,12 @@ class Engine:
         reused = min(reused, len(ids) - 1)  # the last token must run to give logits
         self._ensure_capacity(len(ids))
         assert self._cache is not None
-        # Forget the tail first: if the forward fails halfway, rows past `reused` are stale.
+        # Forget the tail first: if a forward fails halfway, rows past `reused` are stale.
         self._cached_ids = self._cached_ids[:reused]
-        new = torch.tensor([ids[reused:]], device=self.device)
-        logits = self.model(new, reused, self._cache, last_only=True)[0, -1]
-        self._cached_ids = list(ids)
+        for first in range(reused, len(ids), self.PREFILL_CHUNK):
+            chunk = ids[first : first + self.PREFILL_CHUNK]
+            logits = self.model(torch.tensor([chunk], device=self.device), first, self._cache, last_only=True)[0, -1]
+            self._cached_ids = ids[: first + len(chunk)]  # a later failure keeps this progress
         return logits, reused
 
     def step(self, token: int) -> torch.Tensor:

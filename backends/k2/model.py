@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.bias import causal_lower_right
 
 from kimicode.backends.k2.config import ModelConfig
 from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4
@@ -31,6 +32,8 @@ def use_kernels(tensor: torch.Tensor) -> bool:
 
 
 SCORES_BUDGET = 256 * 1024**2  # bytes of attention scores one absorbed-attention chunk may hold
+# Bytes of per-head keys and values expanded attention may build (K2: ≈ 52K cached tokens).
+EXPANDED_BUDGET = 4 * 1024**3
 
 # How a linear weight is held in memory: "dense" (the compute dtype), "fp8" (block FP8
 # with `weight_scale_inv`) or "int4" (packed, group 32; routed experts only).
@@ -166,6 +169,24 @@ class LatentCache:
         return self.kv[0].shape[0] if self.kv else 0
 
 
+def absorbed_is_cheaper(config: ModelConfig, new: int, total: int) -> bool:
+    """Whether `new` queries over `total` keys cost fewer multiply-adds absorbed than expanded.
+    Per head, expanding costs kv_rank·(nope+v) per key and absorbing the same per query; per
+    (query, key) pair absorbed attention costs 2·kv_rank + rope, expanded 2·qk_head (V is
+    padded to the query's size). K2 after a long prefix: absorbed below ≈186 new tokens;
+    from position 0 expanded always wins."""
+    per_token = config.kv_lora_rank * (config.qk_nope_head_dim + config.v_head_dim)
+    extra_per_pair = 2 * config.kv_lora_rank + config.qk_rope_head_dim - 2 * config.qk_head_dim
+    return new * total * extra_per_pair < (total - new) * per_token
+
+
+def expanded_bytes(config: ModelConfig, batch: int, total: int, dtype: torch.dtype) -> int:
+    """Transient memory of expanded attention over `total` tokens: kv_b's output, then K and the
+    padded V, (nope + v) + 2·qk_head elements per head and token."""
+    per_token = config.num_attention_heads * (config.qk_nope_head_dim + config.v_head_dim + 2 * config.qk_head_dim)
+    return batch * total * per_token * dtype.itemsize
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, formats: Formats):
         super().__init__()
@@ -205,7 +226,7 @@ class Attention(nn.Module):
         if absorbed:
             out = self._absorbed(q_nope, q_pe, kv, pe, wkv_b, start)
         else:
-            out = self._expanded(q_nope, q_pe, kv, pe, wkv_b, start)
+            out = self._expanded(q_nope, q_pe, kv, pe, wkv_b)
         return self.o_proj(out.flatten(2))
 
     def kv_b(self, dtype: torch.dtype) -> torch.Tensor:
@@ -284,22 +305,21 @@ class Attention(nn.Module):
         out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
         return torch.einsum("bshc,hdc->bshd", out, wkv_b[:, self.nope_dim :])
 
-    def _expanded(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
+    def _expanded(self, q_nope, q_pe, kv, pe, wkv_b) -> torch.Tensor:
         """Prefill: expand the latent to per-head keys and values and use fused attention
         (memory-efficient: the [seq, seq] score matrix is never materialised whole)."""
         seq, end = q_nope.shape[1], kv.shape[1]
         keys_values = torch.einsum("btc,hdc->bhtd", kv, wkv_b)
         k_nope, values = keys_values.split([self.nope_dim, self.v_dim], dim=-1)
         keys = torch.cat((k_nope, pe[:, None].expand(-1, self.n_heads, -1, -1)), dim=-1)
-        queries = torch.cat((q_nope, q_pe), dim=-1).transpose(1, 2)
-        mask = None
-        if start and seq > 1:  # new tokens after a cached prefix: causal with an offset
-            mask = torch.arange(end, device=kv.device)[None, :] <= torch.arange(start, end, device=kv.device)[:, None]
         # Fused kernels want one head size for Q, K and V (CPU: 30x faster at 8K tokens).
         values = F.pad(values, (0, keys.shape[-1] - self.v_dim))
-        out = F.scaled_dot_product_attention(
-            queries, keys, values, attn_mask=mask, is_causal=(start == 0 and seq > 1), scale=self.softmax_scale
-        )
+        del keys_values, k_nope
+        queries = torch.cat((q_nope, q_pe), dim=-1).transpose(1, 2)
+        # Query i sits at position start + i: causal aligned to the last key, a mask the fused
+        # kernels apply without materialising [seq, end] (from position 0 it is plain causal).
+        mask = causal_lower_right(seq, end) if seq > 1 else None
+        out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.softmax_scale)
         return out[..., : self.v_dim].transpose(1, 2)
 
 
@@ -476,10 +496,6 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, formats.dtype)
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, formats, "dense")
         self.register_buffer("inv_freq", rope_inv_freq(config), persistent=False)
-        # Expanded attention (per-head K/V + fused SDPA) for a prefill from position 0;
-        # absorbed attention on the latent for decode and for tokens after a cached prefix,
-        # where expanding the whole cache would cost memory in proportion to the context.
-        self.absorb_below = 16
 
     def layer_devices(self) -> list[torch.device]:
         return [layer.input_layernorm.weight.device for layer in self.layers]
@@ -501,8 +517,10 @@ class Transformer(nn.Module):
             raise ValueError(f"{start + seq} tokens do not fit the cache of {cache.max_len}")
         if batch > cache.batch:
             raise ValueError(f"batch {batch} exceeds the cache's batch {cache.batch}")
-        if absorbed is None:
-            absorbed = start > 0 or seq < self.absorb_below
+        if absorbed is None:  # the cheaper path, unless expanding the cache would pass its budget
+            absorbed = absorbed_is_cheaper(self.config, seq, start + seq) or (
+                expanded_bytes(self.config, batch, start + seq, self.formats.dtype) > EXPANDED_BUDGET
+            )
         device = self.embed_tokens.weight.device
         positions = torch.arange(start, start + seq, device=device)
         rope = rope_tables(self.config, self.inv_freq, positions)

@@ -61,17 +61,19 @@ class Shapes:
     contexts: tuple[int, ...]  # MLA decode cases
     layer_context: int
     turn: tuple[int, int]  # e2e prefix-cache turn: (cached, new) tokens
+    turn_new: tuple[int, ...]  # layer: new tokens after turn[0] cached ones, attention by both paths
     prompt: int  # e2e decode: tokens in the cache before decoding
     max_len: int
 
 
 K2 = Shapes(hidden=7168, experts=384, top_k=8, inter=2048, dense_inter=18432, heads=64, q_lora=1536, kv_lora=512,
             rope=64, nope=128, v=128, vocab=163840, decode_tokens=(1, 8, 16, 64), prefill_tokens=4096,
-            contexts=(4096, 32768), layer_context=4096, turn=(30000, 500), prompt=128, max_len=131072)
+            contexts=(4096, 32768), layer_context=4096, turn=(30000, 500), turn_new=(64, 186, 512, 2048), prompt=128,
+            max_len=131072)
 # Everything a multiple of the kernels' blocks, small enough for the interpreter.
 TINY = Shapes(hidden=64, experts=8, top_k=2, inter=64, dense_inter=128, heads=4, q_lora=32, kv_lora=32,
               rope=16, nope=16, v=16, vocab=512, decode_tokens=(1, 8), prefill_tokens=64,
-              contexts=(64, 256), layer_context=64, turn=(64, 8), prompt=16, max_len=1024)
+              contexts=(64, 256), layer_context=64, turn=(64, 8), turn_new=(8, 64), prompt=16, max_len=1024)
 
 
 # ---------------------------------------------------------------- rows and the table
@@ -570,7 +572,10 @@ class kernels_on:
 
 
 def layer_cases(bench: Bench) -> list[Case]:
-    return [Case(f"k2 layer 1 tok {context_name(bench.shapes.layer_context)} ctx", partial(layer_case, bench))]
+    s = bench.shapes
+    cases = [Case(f"k2 layer 1 tok {context_name(s.layer_context)} ctx", partial(layer_case, bench))]
+    cases += [Case(f"mla turn {context_name(s.turn[0])}+{new}", partial(turn_attention_case, bench, new)) for new in s.turn_new]
+    return cases
 
 
 def layer_case(bench: Bench) -> list[Row]:
@@ -617,6 +622,42 @@ def layer_case(bench: Bench) -> list[Row]:
     return [Row(f"k2 layer 1 tok {context_name(context)} ctx", worst.text, timing.seconds, format_bytes(floor_bytes),
                 format_bandwidth(floor_bytes / timing.seconds), roof, target, met,
                 f"{errors}; {timing.seconds / floor:.2f}x floor {format_time(floor)}; {timing.note(floor)}", worst.failed)]
+
+
+def turn_attention_case(bench: Bench, new: int) -> list[Row]:
+    """One K2 attention layer over `new` tokens after turn[0] cached ones, absorbed and expanded
+    side by side: `model.absorbed_is_cheaper` (which the engine follows) should pick the faster."""
+    from kimicode.backends.k2.config import ModelConfig
+    from kimicode.backends.k2.model import Attention, Formats, absorbed_is_cheaper, rope_inv_freq, rope_tables
+
+    s = bench.shapes
+    device = bench.device
+    config = ModelConfig.from_dict(k2_config(s, layers=2))
+    with device:
+        attention = Attention(config, Formats(torch.bfloat16))
+    fill_random(attention)
+    cached, total = s.turn[0], s.turn[0] + new
+    cache_kv = torch.randn(1, total, s.kv_lora, dtype=torch.bfloat16, device=device)
+    cache_pe = torch.randn(1, total, s.rope, dtype=torch.bfloat16, device=device)
+    x = torch.randn(1, new, s.hidden, dtype=torch.bfloat16, device=device)
+    rope = rope_tables(config, rope_inv_freq(config).to(device), torch.arange(cached, total, device=device))
+    paths = {"absorbed": True, "expanded": False}
+    absorb = s.heads * new * s.kv_lora * (s.nope + s.v)  # multiply-adds; see absorbed_is_cheaper
+    macs = {"absorbed": absorb + s.heads * new * total * (2 * s.kv_lora + s.rope),
+            "expanded": s.heads * total * s.kv_lora * (s.nope + s.v) + s.heads * new * total * 2 * (s.nope + s.rope)}
+    with kernels_on(bench):
+        runs = {path: partial(attention, x, cached, rope, cache_kv, cache_pe, flag) for path, flag in paths.items()}
+        check = compare(runs["absorbed"](), runs["expanded"]())
+        timings = {path: bench.time(run) for path, run in runs.items()}
+    picked = "absorbed" if absorbed_is_cheaper(config, new, total) else "expanded"
+    faster = min(timings, key=lambda path: timings[path].seconds)
+    rows = []
+    for path, timing in timings.items():
+        flops = 2 * macs[path]
+        note = f"{timing.mode}; engine picks {picked}" + ("" if picked == faster else f", {faster} is faster") if path == picked else timing.mode
+        rows.append(Row(f"mla turn {context_name(cached)}+{new} {path}", check.text, timing.seconds, format_flops(flops, "FLOP"),
+                        format_flops(flops / timing.seconds), flops / timing.seconds / bench.matmul_rate, "", "-", note, check.failed))
+    return rows
 
 
 # ---------------------------------------------------------------- end to end
@@ -733,7 +774,7 @@ def turn_rows(bench: Bench, engine, label: str, ids: list[int]) -> tuple[Row, Ro
 
     full()  # warm-up: compiles the prefill kernels, grows the allocator
     full_s = statistics.median(timed(full) for _ in range(min(bench.reps, 3)))  # each full prefill costs seconds
-    prefix_turn()  # warm-up: the absorbed path at this length
+    prefix_turn()  # warm-up: the attention path this turn takes
     prefix_s = statistics.median(prefix_turn() for _ in range(min(bench.reps, 5)))
     ratio = full_s / prefix_s
     target, met = bench.judge(ratio, 20, "<=1/20 full")

@@ -224,8 +224,8 @@ def long_engine(tmp_path_factory):
 
 
 def test_many_new_tokens_after_a_cached_prefix_and_cache_growth(long_engine):
-    """100 new tokens after 200 cached ones (the chunked absorbed path), then decode past the
-    first cache allocation (256 slots): all equal a fresh full forward."""
+    """100 new tokens after 200 cached ones, then decode past the first cache allocation
+    (256 slots): all equal a fresh full forward."""
     engine = long_engine
     ids = torch.randint(2, 512, (1, 330), generator=torch.Generator().manual_seed(2))[0].tolist()
     full = engine.logits(torch.tensor([ids]))[0]
@@ -237,6 +237,57 @@ def test_many_new_tokens_after_a_cached_prefix_and_cache_growth(long_engine):
     steps = [engine.step(token) for token in ids[300:]]
     assert engine._cache.max_len >= 330
     assert relative_error(torch.stack(steps), full[300:]) <= 1e-5
+
+
+@pytest.mark.parametrize("new", [1, 5, 40])
+def test_both_attention_paths_agree_after_a_cached_prefix(long_engine, new):
+    """New tokens at positions 70.. attend to the 70 cached ones and causally among themselves,
+    by either path (expanded: SDPA with a lower-right causal mask)."""
+    net = long_engine.model
+    ids = torch.randint(2, 512, (2, 70 + new), generator=torch.Generator().manual_seed(new))
+    expected = net(ids, 0, net.new_cache(2, 128))[:, 70:]
+    for absorbed in (True, False):
+        cache = net.new_cache(2, 128)
+        net(ids[:, :70], 0, cache)
+        assert relative_error(net(ids[:, 70:], 70, cache, absorbed=absorbed), expected) <= 1e-5
+
+
+def test_the_attention_path_is_the_cheaper_one_at_k2_shapes():
+    from kimicode.backends.k2.config import ModelConfig
+    from kimicode.backends.k2.kernels.bench import K2, k2_config
+    from kimicode.backends.k2.model import absorbed_is_cheaper, expanded_bytes
+
+    k2 = ModelConfig.from_dict(k2_config(K2, 2))
+    assert absorbed_is_cheaper(k2, 1, 30_001)  # decode
+    assert not absorbed_is_cheaper(k2, 4096, 4096)  # a prefill from position 0
+    # after a long prefix the break-even is kv_rank·(nope+v) / (2·kv_rank + rope − 2·qk_head) = 131072/704
+    assert absorbed_is_cheaper(k2, 186, 10**7 + 186) and not absorbed_is_cheaper(k2, 187, 10**7 + 187)
+    assert absorbed_is_cheaper(k2, 100, 30_100) and not absorbed_is_cheaper(k2, 500, 30_500)
+    per_token = expanded_bytes(k2, 1, 1, torch.bfloat16)
+    assert per_token == 64 * (128 + 128 + 2 * 192) * 2
+
+
+def test_a_long_turn_after_a_prefix_is_expanded_within_the_budget(long_engine, monkeypatch):
+    import kimicode.backends.k2.model as model
+
+    calls = []
+    expanded = model.Attention._expanded
+
+    def record(self, *args):
+        calls.append(args[2].shape[1])  # the number of keys expanded
+        return expanded(self, *args)
+
+    monkeypatch.setattr(model.Attention, "_expanded", record)
+    net, config = long_engine.model, long_engine.config
+    ids = torch.randint(2, 512, (1, 220), generator=torch.Generator().manual_seed(7))
+    cache = net.new_cache(1, 220)
+    net(ids[:, :100], 0, cache)
+    net(ids[:, 100:160], 100, cache)  # tiny shapes: expanding beats absorbing from ≈43 new tokens
+    assert calls == [100] * len(net.layers) + [160] * len(net.layers)
+    calls.clear()
+    monkeypatch.setattr(model, "EXPANDED_BUDGET", model.expanded_bytes(config, 1, 219, torch.float32))
+    net(ids[:, 160:], 160, cache)  # 220 keys to expand: one token over the budget
+    assert calls == []
 
 
 def test_absorbed_attention_in_small_chunks_is_unchanged(long_engine, monkeypatch):
@@ -267,6 +318,50 @@ def test_a_failed_prefill_does_not_poison_the_cache(long_engine, monkeypatch):
     monkeypatch.undo()
     logits, reused = engine.prefill(ids)
     assert reused == 10
+    assert relative_error(logits, engine.logits(torch.tensor([ids]))[0, -1]) <= 1e-5
+
+
+def test_a_long_prompt_prefills_in_chunks_with_the_same_logits(long_engine, monkeypatch):
+    engine = long_engine
+    ids = torch.randint(2, 512, (130,), generator=torch.Generator().manual_seed(8)).tolist()
+    full = engine.logits(torch.tensor([ids]))[0]
+    chunks = []
+    engine.model.register_forward_pre_hook(lambda module, args: chunks.append((args[1], args[0].shape[1])))
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 32)
+    try:
+        engine.reset()
+        logits, reused = engine.prefill(ids[:100])
+        assert (reused, chunks) == (0, [(0, 32), (32, 32), (64, 32), (96, 4)])
+        assert relative_error(logits, full[99]) <= 1e-5
+        chunks.clear()
+        logits, reused = engine.prefill(ids)  # the new tokens after the cached prefix, chunked too
+        assert (reused, chunks) == (100, [(100, 30)])
+        assert relative_error(logits, full[129]) <= 1e-5
+    finally:
+        engine.model._forward_pre_hooks.clear()
+
+
+def test_an_interrupted_prefill_keeps_its_finished_chunks(long_engine, monkeypatch):
+    engine = long_engine
+    ids = torch.randint(2, 512, (100,), generator=torch.Generator().manual_seed(9)).tolist()
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 32)
+    forward = type(engine.model).forward
+    runs = []
+
+    def third_fails(self, tokens, start, *args, **kwargs):
+        runs.append(start)
+        if len(runs) == 3:
+            raise KeyboardInterrupt
+        return forward(self, tokens, start, *args, **kwargs)
+
+    engine.reset()
+    monkeypatch.setattr(type(engine.model), "forward", third_fails)
+    with pytest.raises(KeyboardInterrupt):
+        engine.prefill(ids)
+    monkeypatch.setattr(type(engine.model), "forward", forward)
+    assert engine.cached_ids == ids[:64]
+    logits, reused = engine.prefill(ids)
+    assert reused == 64
     assert relative_error(logits, engine.logits(torch.tensor([ids]))[0, -1]) <= 1e-5
 
 
