@@ -1,6 +1,7 @@
 """`kimicode bench` from a plain checkout: a GPU machine with torch and triton, nothing installed.
 
     python bench/k2_gpu.py kernels|layer|e2e [--json PATH] [--reps N] [--only TEXT] [--tiny]
+    python bench/k2_gpu.py ptxas [--arch 90] [--json PATH]     # no GPU needed
 
 The editable install maps the package `kimicode.backends` to the folder `backends/`. Without it,
 the mapping is made here, so the benchmark needs only torch and triton (transformers for the one
@@ -32,6 +33,10 @@ def map_backends() -> None:
 
 if __name__ == "__main__":
     map_backends()
+    if sys.argv[1:2] == ["ptxas"]:
+        from kimicode.backends.k2.kernels import ptxas_report
+
+        sys.exit(ptxas_report.main(sys.argv[2:]))
     from kimicode.backends.k2.kernels import bench
 
     sys.exit(bench.main(sys.argv[1:]))

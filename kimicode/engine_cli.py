@@ -152,3 +152,15 @@ def layer(tiny: Tiny = False, json_path: JsonPath = None, reps: Reps = None, onl
 def e2e(tiny: Tiny = False, json_path: JsonPath = None, reps: Reps = None, only: Only = None) -> None:
     """Random-weight Moonlight and K2-width models: decode tok/s, transformers' generate(), prefix-cache TTFT."""
     _bench("e2e", tiny, json_path, reps, only)
+
+
+@bench_app.command()
+def ptxas(
+    arch: Annotated[int, typer.Option(help="Compute capability: 90 (H100/H200), 89 (L40S, L4), 86 (A10), 80 (A100).")] = 90,
+    json_path: JsonPath = None,
+) -> None:
+    """Compile every kernel launch the engine makes at K2 shapes for a GPU architecture (no GPU
+    needed) and report registers, spills, shared memory and occupancy from ptxas."""
+    from kimicode.backends.k2.kernels import ptxas_report
+
+    raise typer.Exit(ptxas_report.main([f"--arch={arch}", *(["--json", str(json_path)] if json_path else [])]))

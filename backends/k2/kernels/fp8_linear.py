@@ -4,6 +4,10 @@ K2's attention, shared-expert and dense weights ship as e4m3 with one fp32 scale
 128x128 block; after the routed experts they are the largest bytes a decode step reads.
 Keeping them FP8 in memory halves those bytes against bf16: each K step loads an FP8
 tile, scales it by its block's factor in registers and feeds the tensor cores in bf16.
+
+The bytes are decoded with integer ops, not Triton's fp8 type, which it supports only from
+sm_89: e4m3 shifted into fp16's bit layout is exact (3 mantissa bits fit in 10, subnormals
+included) once scaled by 2^(15-7), so the same kernel runs on A100s and A10s too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from kimicode.backends.k2.quant import dequantize_fp8_block
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 TARGET_PROGRAMS = 264
+
+
+@triton.jit
+def _e4m3_to_float(byte):
+    """e4m3fn bytes (uint8) as fp32: sign to bit 15, exponent and mantissa to bits 14..7 of an
+    fp16, whose exponent bias (15) exceeds e4m3's (7) by 8. NaN (0x7F) would read as 480."""
+    bits = byte.to(tl.uint16)
+    half = ((bits & 0x80) << 8) | ((bits & 0x7F) << 7)
+    return half.to(tl.float16, bitcast=True).to(tl.float32) * 256.0
 
 
 @triton.jit
@@ -41,7 +54,7 @@ def _fp8_linear_kernel(
         a = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptr + n[:, None] * stride_w + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         factor = tl.load(s_ptr + (n // SCALE_BLOCK_N) * scale_cols + k0 // BLOCK_K, mask=n_ok, other=0.0)
-        w = w.to(tl.float32) * factor[:, None]
+        w = _e4m3_to_float(w) * factor[:, None]
         if UPCAST:
             a = a.to(tl.float32)
         else:
@@ -77,7 +90,7 @@ def fp8_linear(
     else:
         out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
     _fp8_linear_kernel[(triton.cdiv(rows, block_m), triton.cdiv(out_features, block_n), splits)](
-        flat, weight, scale_inv, out, rows, out_features, in_features, scale_inv.shape[1], k_per_split,
+        flat, weight.view(torch.uint8), scale_inv, out, rows, out_features, in_features, scale_inv.shape[1], k_per_split,
         flat.stride(0), weight.stride(0), out.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block[1], SCALE_BLOCK_N=block[0], UPCAST=INTERPRET,
         SPLIT_K=splits > 1,

@@ -111,6 +111,7 @@ def mla_decode(
     split_len: int = 128,
     block_t: int = 64,
     block_h: int = 16,
+    num_stages: int = 2,
 ) -> torch.Tensor:
     """Attention output in latent space [batch, heads, kv_lora] (fp32) for one new token per
     sequence. kv_cache [batch, capacity, kv_lora], pe_cache [batch, capacity, rope];
@@ -118,7 +119,10 @@ def mla_decode(
 
     The grid covers the whole capacity (the lengths live on the GPU); programs past a
     sequence's length return at once. `split_len` tokens per program: at 4K tokens and 64
-    heads that is 128 programs, at 32K a thousand."""
+    heads that is 128 programs, at 32K a thousand. Two pipeline stages take 92 KiB of shared
+    memory: it fits the 99 KiB of sm_86/89 and A100's 163 KiB, and two blocks share an H100 SM
+    (Triton's default of three takes 164 KiB: one block per H100 SM, and no launch elsewhere;
+    `kimicode bench ptxas` reports each)."""
     batch, heads, latent = q_latent.shape
     rope = q_pe.shape[-1]
     split_len = triton.cdiv(split_len, block_t) * block_t
@@ -133,7 +137,7 @@ def mla_decode(
         kv_cache.stride(0), kv_cache.stride(1), pe_cache.stride(0), pe_cache.stride(1),
         partials.stride(0), partials.stride(1), partials.stride(2), lse.stride(0), lse.stride(1),
         BLOCK_H=block_h, BLOCK_T=block_t, BLOCK_C=triton.next_power_of_2(latent),
-        BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET,
+        BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET, num_stages=num_stages,
     )
     out = torch.empty(batch, heads, latent, dtype=torch.float32, device=q_latent.device)
     _combine_kernel[(batch, heads)](

@@ -33,3 +33,15 @@ def test_a_tile_narrower_than_the_scale_block_is_refused():
     weight, scale_inv = quantize_fp8_block(torch.randn(64, 64), (32, 32))
     with pytest.raises(ValueError, match="block_n 24 must divide the scale block 32"):
         fp8_linear(torch.randn(1, 64), weight, scale_inv, (32, 32), block_n=24)
+
+
+def test_every_finite_e4m3_value_is_decoded_exactly():
+    """The kernel decodes the bytes itself (integer ops, so pre-sm_89 GPUs run it): each of
+    the 254 finite codes, subnormals included, must come out as torch reads it."""
+    codes = torch.arange(256, dtype=torch.uint8)
+    codes[codes & 0x7F == 0x7F] = 0  # the two NaN codes
+    weight = codes.view(torch.float8_e4m3fn).repeat(16, 1)  # [16 out, 256 in]
+    scale_inv = torch.ones(1, 8)
+    identity = torch.eye(256)  # row i of the output reads column i of the weight
+    out = fp8_linear(identity, weight, scale_inv, (32, 32), block_m=16, block_n=16, splits=1)
+    assert torch.equal(out.T, weight.float())
