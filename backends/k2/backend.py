@@ -23,7 +23,7 @@ import torch
 
 from kimicode.backends.base import BackendError, ChatEvent, ChatRequest, Finish, ModelInfo, ToolCallDone, Usage
 from kimicode.backends.k2.chat import TOOL_CALL_BEGIN, TOOL_SECTION_BEGIN, StreamParser, render_segments
-from kimicode.backends.k2.engine import Engine
+from kimicode.backends.k2.engine import Engine, PrefillStopped
 from kimicode.backends.k2.generate import make_generator, sample
 from kimicode.backends.k2.guard import ToolCallGuard
 from kimicode.backends.k2.tokenizer import Tokenizer
@@ -134,7 +134,10 @@ class LocalBackend:
             raise BackendError(f"the conversation is {len(ids)} tokens; the model's context is {context}", kind="context")
         budget = min(request.max_tokens or self.info.max_output, context - len(ids))
         temperature = self.info.temperature if request.temperature is None else request.temperature
-        logits, reused = self.engine.prefill(ids)
+        try:
+            logits, reused = self.engine.prefill(ids, cancel.is_set if cancel else None)
+        except PrefillStopped:  # the reader has gone: free the engine for the next request now
+            return
         generator = make_generator(self.seed, logits.device)
         openers = {self.tokenizer.id_of(TOOL_SECTION_BEGIN), self.tokenizer.id_of(TOOL_CALL_BEGIN)}
         parser, decoder = StreamParser(text_markers=False), self.tokenizer.stream_decoder()

@@ -6,7 +6,7 @@ prefix it shares with the previous one, so an agent turn prefills only what is n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -27,6 +27,11 @@ def resolve_devices(device: str | torch.device) -> list[torch.device]:
     if name == "cuda":
         return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
     return [torch.device(name)]
+
+
+class PrefillStopped(Exception):
+    """A prefill was asked to stop; it did so between chunks, and the chunks it finished stay
+    cached for the next request."""
 
 
 class Engine:
@@ -83,9 +88,10 @@ class Engine:
     def cached_ids(self) -> list[int]:
         return list(self._cached_ids)
 
-    def prefill(self, ids: list[int]) -> tuple[torch.Tensor, int]:
+    def prefill(self, ids: list[int], should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, int]:
         """Run `ids` through the model, reusing the cached prefix; returns the last
-        position's logits [vocab] and how many tokens came from the cache."""
+        position's logits [vocab] and how many tokens came from the cache. `should_stop` is
+        asked before each chunk: when it says yes, PrefillStopped is raised."""
         if not ids:
             raise ValueError("prefill needs at least one token")
         self._check_ids(torch.tensor(ids))
@@ -96,6 +102,8 @@ class Engine:
         # Forget the tail first: if a forward fails halfway, rows past `reused` are stale.
         self._cached_ids = self._cached_ids[:reused]
         for first in range(reused, len(ids), self.PREFILL_CHUNK):
+            if should_stop is not None and should_stop():
+                raise PrefillStopped(f"stopped after {first} of {len(ids)} tokens")
             chunk = ids[first : first + self.PREFILL_CHUNK]
             logits = self.model(torch.tensor([chunk], device=self.device), first, self._cache, last_only=True)[0, -1]
             self._cached_ids = ids[: first + len(chunk)]  # a later failure keeps this progress

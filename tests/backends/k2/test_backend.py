@@ -246,3 +246,23 @@ def test_forcing_finishes_a_half_written_character_first(checkpoint):
                 section.advance(token)
             assert section.done
             assert json.loads(section.guard.calls[0][1])["text"].startswith("caf\u00c0")
+
+
+def test_a_cancelled_request_stops_its_prefill_at_the_next_chunk(checkpoint):
+    """The reader went away during a long prefill: the worker stops between chunks (not after
+    the whole prompt), emits nothing, and the chunk it finished stays cached."""
+    import threading
+
+    backend = make_backend(checkpoint)
+    backend.engine.PREFILL_CHUNK = 8
+    request = ChatRequest(conversation("A long prompt, " * 8))
+    prompt = backend.prompt_ids(request)
+    assert len(prompt) > 16
+    cancel = threading.Event()
+    hook = backend.engine.model.register_forward_hook(lambda *_: cancel.set())  # cancelled during chunk 1
+    try:
+        events = list(backend.generate_events(request, cancel))
+    finally:
+        hook.remove()
+    assert events == []
+    assert backend.engine.cached_ids == prompt[:8]

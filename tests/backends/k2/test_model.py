@@ -365,6 +365,20 @@ def test_an_interrupted_prefill_keeps_its_finished_chunks(long_engine, monkeypat
     assert relative_error(logits, engine.logits(torch.tensor([ids]))[0, -1]) <= 1e-5
 
 
+def test_a_prefill_asked_to_stop_stops_between_chunks(long_engine, monkeypatch):
+    from kimicode.backends.k2.engine import PrefillStopped
+
+    engine = long_engine
+    ids = torch.randint(2, 512, (100,), generator=torch.Generator().manual_seed(10)).tolist()
+    monkeypatch.setattr(engine, "PREFILL_CHUNK", 32)
+    engine.reset()
+    asked = []
+    with pytest.raises(PrefillStopped, match="after 64 of 100 tokens"):
+        engine.prefill(ids, should_stop=lambda: asked.append(len(engine.cached_ids)) or len(asked) == 3)
+    assert asked == [0, 32, 64]
+    assert engine.cached_ids == ids[:64]
+
+
 def test_fp8_checkpoint_with_some_layers_left_in_bf16(reference_dir, tmp_path):
     """Quantised checkpoints leave some linears unquantised; each is stored in the module's format."""
     import json
