@@ -99,11 +99,11 @@ class Engine:
         reused = min(reused, len(ids) - 1)  # the last token must run to give logits
         self._ensure_capacity(len(ids))
         assert self._cache is not None
-        # Forget the tail first: if a forward fails halfway, rows past `reused` are stale.
-        self._cached_ids = self._cached_ids[:reused]
         for first in range(reused, len(ids), self.PREFILL_CHUNK):
             if should_stop is not None and should_stop():
                 raise PrefillStopped(f"stopped after {first} of {len(ids)} tokens")
+            # Forget the tail first: if a forward fails halfway, rows past `first` are stale.
+            del self._cached_ids[first:]
             chunk = ids[first : first + self.PREFILL_CHUNK]
             logits = self.model(torch.tensor([chunk], device=self.device), first, self._cache, last_only=True)[0, -1]
             self._cached_ids = ids[: first + len(chunk)]  # a later failure keeps this progress

@@ -1,14 +1,15 @@
-"""What ptxas allots each kernel at the launches the engine makes at K2 shapes, for Hopper.
+"""What ptxas allots each kernel at the launches the engine makes at K2 shapes, per GPU architecture.
 
-    kimicode bench ptxas [--json PATH]
+    kimicode bench ptxas [--arch 90|89|86|80] [--json PATH]
     python bench/k2_gpu.py ptxas ...             # the same from a plain checkout
 
 Runs on any machine, GPU or not. The real launch wrappers (`route`, `fused_moe`, `mla_decode`,
 `fp8_linear`) are called on K2-shaped inputs while Triton's driver is one that only compiles: a
 JIT hook records each launch's exact specialisation (signature, constexprs, pointer and stride
-alignment, warps, stages) and skips the launch. Each distinct one is then compiled for sm_90a and
-ptxas's own report read: registers per thread, bytes spilled, and the shared memory the
-pipelined loops take. Occupancy follows from Hopper's per-SM limits.
+alignment, warps, stages) and skips the launch. Each distinct one is then compiled for the
+architecture (default sm_90a, Hopper) and ptxas's own report read: registers per thread, bytes
+spilled, and the shared memory the pipelined loops take. Occupancy follows from the
+architecture's per-SM limits.
 
 A kernel that spills runs slowly; one that asks for more shared memory than a block may have
 fails at its first launch. Both are caught here, before a GPU is lent. Exit status 1 when any
@@ -126,8 +127,10 @@ def compile_only(arch: int) -> Iterator[list[Launch]]:
         def get_benchmarker(self):
             raise NotImplementedError
 
-        def get_current_device(self) -> int:
-            return 0
+        def get_current_device(self) -> str:
+            # Triton caches a target and binder per device on each kernel: a key no real device
+            # has keeps this architecture's entries apart from the GPU's own.
+            return f"ptxas-sm{arch}"
 
         def get_current_stream(self, device=None) -> int:
             return 0
@@ -186,7 +189,8 @@ def stand_in(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 def engine_launches() -> list[tuple[str, Callable[[], object]]]:
     """(label, call) for each launch shape the engine makes at K2 size: decode (1-64 tokens,
-    the CUDA-graph cache of 64K tokens) and a 4K-token prefill chunk."""
+    the CUDA-graph cache of 64K tokens) and prefill at 4,096 tokens (a full 8,192-token chunk
+    picks the same tiles and compiles to the same kernels)."""
     from dataclasses import replace
 
     from kimicode.backends.k2.kernels import fp8_linear, mla_decode, moe

@@ -377,6 +377,10 @@ def test_a_prefill_asked_to_stop_stops_between_chunks(long_engine, monkeypatch):
         engine.prefill(ids, should_stop=lambda: asked.append(len(engine.cached_ids)) or len(asked) == 3)
     assert asked == [0, 32, 64]
     assert engine.cached_ids == ids[:64]
+    # stopped before its first chunk, a request forgets nothing of the previous one's cache
+    with pytest.raises(PrefillStopped, match="after 10 of 20 tokens"):
+        engine.prefill(ids[:10] + ids[50:60], should_stop=lambda: True)
+    assert engine.cached_ids == ids[:64]
 
 
 def test_fp8_checkpoint_with_some_layers_left_in_bf16(reference_dir, tmp_path):

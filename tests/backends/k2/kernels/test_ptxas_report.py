@@ -20,9 +20,9 @@ ARCHES = (90, 89, 80)
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> dict[int, tuple[int, list[dict], str]]:
     """(exit status, rows, stderr) per architecture; the compiles run side by side."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, don't interpret
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
     folder = tmp_path_factory.mktemp("ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, don't interpret
+    env.update(TRITON_DEFAULT_FP_FUSION="1", TRITON_CACHE_DIR=str(folder / "cache"))  # not the user's ~/.triton
     runs = {
         arch: subprocess.Popen(
             [sys.executable, "-m", "kimicode.backends.k2.kernels.ptxas_report", f"--arch={arch}", "--json", str(folder / f"{arch}.json")],
@@ -31,10 +31,14 @@ def reports(tmp_path_factory) -> dict[int, tuple[int, list[dict], str]]:
         for arch in ARCHES
     }
     results = {}
-    for arch, run in runs.items():
-        _, stderr = run.communicate(timeout=600)
-        path = folder / f"{arch}.json"
-        results[arch] = (run.returncode, json.loads(path.read_text()) if path.exists() else [], stderr)
+    try:
+        for arch, run in runs.items():
+            _, stderr = run.communicate(timeout=600)
+            path = folder / f"{arch}.json"
+            results[arch] = (run.returncode, json.loads(path.read_text()) if path.exists() else [], stderr)
+    finally:
+        for run in runs.values():
+            run.kill()  # after a timeout, the others do not outlive the test
     return results
 
 
