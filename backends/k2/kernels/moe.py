@@ -160,18 +160,22 @@ def align_one_pair_per_block(ids: torch.Tensor, block_m: int) -> Alignment:
 
 @triton.jit
 def _load_int4_tile(packed_ptr, scale_ptr, rows, k0, rows_ok, row_stride_words, row_stride_scales,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """W[rows, k0:k0+BLOCK_K] as fp32 [BLOCK_N, BLOCK_K], from BLOCK_K/8 words and BLOCK_K/32
-    scales per row: each word is loaded once and split into its eight nibbles in registers."""
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
+    """W[rows, k0:k0+BLOCK_K] as [BLOCK_N, BLOCK_K] bf16 (fp32 with UPCAST), from BLOCK_K/8 words
+    and BLOCK_K/32 scales per row: each word is loaded once and split into its eight nibbles in
+    registers. A nibble n OR-ed into the mantissa of bf16 128.0 (0x4300) is the bf16 128 + n,
+    exactly: subtracting 136 gives n - 8 with no integer-to-float conversion, in 16-bit lanes."""
     words_at = k0 // 8 + tl.arange(0, BLOCK_K // 8)
     words = tl.load(packed_ptr + rows[:, None] * row_stride_words + words_at[None, :], mask=rows_ok[:, None], other=0)
     shifts = tl.arange(0, 8) * 4
     nibbles = (words[:, :, None] >> shifts[None, None, :]) & 0xF  # lowest nibble = lowest column
-    values = tl.reshape(nibbles, (BLOCK_N, BLOCK_K)).to(tl.float32) - 8.0
+    values = (tl.reshape(nibbles, (BLOCK_N, BLOCK_K)) | 0x4300).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     scales_at = k0 // 32 + tl.arange(0, BLOCK_K // 32)
     scales = tl.load(scale_ptr + rows[:, None] * row_stride_scales + scales_at[None, :], mask=rows_ok[:, None], other=0.0)
-    per_column = tl.reshape(tl.broadcast_to(scales.to(tl.float32)[:, :, None], (BLOCK_N, BLOCK_K // 32, 32)), (BLOCK_N, BLOCK_K))
-    return values * per_column
+    per_column = tl.reshape(tl.broadcast_to(scales[:, :, None], (BLOCK_N, BLOCK_K // 32, 32)), (BLOCK_N, BLOCK_K))
+    if UPCAST:  # the interpreter's bf16 arithmetic is wrong: same values, fp32 lanes
+        return (values.to(tl.float32) - 136.0) * per_column.to(tl.float32)
+    return (values - 136.0) * per_column
 
 
 @triton.jit
@@ -229,8 +233,8 @@ def _gate_up_kernel(
     for k0 in range(0, hidden, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + tokens[:, None] * stride_x + k[None, :], mask=row_ok[:, None], other=0.0)
-        g = _load_int4_tile(gate_w, gate_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
-        u = _load_int4_tile(up_w, up_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K)
+        g = _load_int4_tile(gate_w, gate_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K, UPCAST)
+        u = _load_int4_tile(up_w, up_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K, UPCAST)
         if UPCAST:
             a = a.to(tl.float32)
         else:
@@ -268,7 +272,7 @@ def _down_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(h_ptr + rows[:, None] * stride_h + k[None, :], mask=row_ok[:, None], other=0.0)
-        w = _load_int4_tile(weights, scales, n, k0, n_ok, inter // 8, inter // 32, BLOCK_N, BLOCK_K)
+        w = _load_int4_tile(weights, scales, n, k0, n_ok, inter // 8, inter // 32, BLOCK_N, BLOCK_K, UPCAST)
         if UPCAST:
             a = a.to(tl.float32)
         else:
