@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import torch
 
-from kimicode.backends.k2.model import Experts, LatentCache, Transformer
+from kimicode.backends.k2.model import LatentCache, Transformer, use_kernels
 
 
 def graphs_supported(model: Transformer) -> bool:
-    """One GPU holds everything, and every MoE layer runs the fused kernels (the torch
-    reference expert loop reads routing results on the host, which a graph cannot do)."""
+    """One GPU holds everything, and the MoE layers run the fused kernels (whatever the experts'
+    format): the torch reference expert loop reads routing results on the host, which a graph
+    cannot do."""
     devices = {p.device for p in model.parameters()}
     if len(devices) != 1 or next(iter(devices)).type != "cuda":
         return False
-    return all(module.fmt == "int4" for module in model.modules() if isinstance(module, Experts))
+    return use_kernels(next(model.parameters()))
 
 
 class DecodeGraph:

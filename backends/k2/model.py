@@ -401,13 +401,13 @@ class Experts(nn.Module):
             return [("weight", (out_f, in_f), torch.float8_e4m3fn), ("weight_scale_inv", blocks, torch.float32)]
         return [("weight", (out_f, in_f), formats.dtype)]
 
-    def int4_tensors(self):  # -> kernels.moe.Int4Experts
-        from kimicode.backends.k2.kernels.moe import Int4Experts
+    def stored_weights(self):  # -> kernels.moe.ExpertWeights, the tensors as held, for the fused kernels
+        from kimicode.backends.k2.kernels.moe import ExpertWeights
 
-        return Int4Experts(
-            self.gate_proj_weight_packed, self.gate_proj_weight_scale, self.up_proj_weight_packed,
-            self.up_proj_weight_scale, self.down_proj_weight_packed, self.down_proj_weight_scale,
-        )
+        suffix = {"int4": ("weight_packed", "weight_scale"), "fp8": ("weight", "weight_scale_inv"), "dense": ("weight", None)}[self.fmt]
+        tensors = [getattr(self, f"{name}_{suffix[0]}") for name in self.PROJECTIONS]
+        scales = [getattr(self, f"{name}_{suffix[1]}") for name in self.PROJECTIONS] if suffix[1] else []
+        return ExpertWeights(self.fmt, *tensors, *scales, block=self.block)
 
     def expert_weight(self, projection: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
         if self.fmt == "int4":
@@ -424,10 +424,10 @@ class Experts(nn.Module):
         home = x.device
         device = self.gate_proj_weight.device if self.fmt != "int4" else self.gate_proj_weight_packed.device
         x, weights, indices = x.to(device), weights.to(device), indices.to(device)
-        if self.fmt == "int4" and use_kernels(x):
+        if use_kernels(x):
             from kimicode.backends.k2.kernels.moe import fused_moe
 
-            return fused_moe(x, weights, indices.int(), self.int4_tensors()).to(home)
+            return fused_moe(x, weights, indices.int(), self.stored_weights()).to(home)
         out = torch.zeros_like(x, dtype=torch.float32)
         order = indices.flatten().argsort(stable=True)  # group (token, slot) pairs by expert
         counts = indices.flatten().bincount().tolist()

@@ -338,20 +338,22 @@ def time_copy(bench: Bench, size: int) -> float:
 def random_int4_experts(n: int, hidden: int, inter: int, device: torch.device):
     """Random packed words with one scale per projection that gives the dequantised weights
     a spread of 1/sqrt(fan_in) (nibbles -8..7 uniform have a std of 4.6): activations stay O(1)."""
-    from kimicode.backends.k2.kernels.moe import Int4Experts
+    from kimicode.backends.k2.kernels.moe import ExpertWeights
 
     def projection(out_f: int, in_f: int) -> tuple[torch.Tensor, torch.Tensor]:
         packed = torch.empty(n, out_f, in_f // 8, dtype=torch.int32, device=device).random_(-(2**31), 2**31 - 1)
         scale = torch.full((n, out_f, in_f // 32), 1 / (4.6 * in_f**0.5), dtype=torch.bfloat16, device=device)
         return packed, scale
 
-    return Int4Experts(*projection(inter, hidden), *projection(inter, hidden), *projection(hidden, inter))
+    (gate, gate_scale), (up, up_scale), (down, down_scale) = projection(inter, hidden), projection(inter, hidden), projection(hidden, inter)
+    return ExpertWeights("int4", gate, up, down, gate_scale, up_scale, down_scale)
 
 
 def kernel_cases(bench: Bench) -> list[Case]:
     s = bench.shapes
     experts = cache(lambda: random_int4_experts(s.experts, s.hidden, s.inter, bench.device))
     cases = [Case(f"moe decode {t} tok", partial(moe_decode, bench, experts, t)) for t in s.decode_tokens]
+    cases += [Case(f"moe decode 1 tok {fmt} experts", partial(moe_decode_stored, bench, fmt)) for fmt in ("fp8", "bf16")]
     cases.append(Case(f"moe prefill {s.prefill_tokens} tok", partial(moe_prefill, bench, experts, s.prefill_tokens)))
     cases += [Case(f"mla decode {context_name(n)} ctx", partial(mla_case, bench, n)) for n in s.contexts]
     for name, (n_in, n_out) in attention_projections(s).items():
@@ -403,6 +405,35 @@ def moe_decode(bench: Bench, experts, tokens: int) -> list[Row]:
     target, met = bench.judge(roof, 0.8 if tokens == 1 else 0.7, ">=80% copy" if tokens == 1 else ">=70% copy")
     return [Row(f"moe decode {tokens} tok", check.text, timing.seconds, format_bytes(nbytes), format_bandwidth(nbytes / timing.seconds),
                 roof, target, met, f"{touched} experts; {timing.note(floor)}", check.failed)]
+
+
+def moe_decode_stored(bench: Bench, fmt: str) -> list[Row]:
+    """One decode token through experts kept as K2 0711/0905 ship them (block FP8) or as
+    Moonlight does (bf16): 64 experts stacked, of which the token reads top_k."""
+    from kimicode.backends.k2.kernels import moe
+
+    s = bench.shapes
+    n, device = min(64, s.experts), bench.device
+
+    def projection(out_f: int, in_f: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight = torch.randn(n, out_f, in_f, device=device) / in_f**0.5
+        if fmt == "bf16":
+            return weight.to(torch.bfloat16), None
+        scale = weight.abs().amax() / 448
+        blocks = (n, -(-out_f // 128), -(-in_f // 128))
+        return (weight / scale).to(torch.float8_e4m3fn), torch.full(blocks, float(scale), device=device)
+
+    (gate, gate_s), (up, up_s), (down, down_s) = projection(s.inter, s.hidden), projection(s.inter, s.hidden), projection(s.hidden, s.inter)
+    experts = moe.ExpertWeights("dense" if fmt == "bf16" else "fp8", gate, up, down, gate_s, up_s, down_s)
+    x = torch.randn(1, s.hidden, dtype=torch.bfloat16, device=device)
+    weights, ids = moe.route(torch.randn(1, n, device=device), torch.zeros(n, device=device), 1, 1, s.top_k, True, K2_ROUTED_SCALE)
+    check = compare(moe.fused_moe(x, weights, ids, experts), moe.moe_reference(x, weights, ids, experts))
+    per_weight = 2 if fmt == "bf16" else 1 + 4 / 128**2
+    nbytes = s.top_k * 3 * s.hidden * s.inter * per_weight + s.hidden * 4 + s.top_k * s.inter * 4
+    timing = bench.time(lambda: moe.fused_moe(x, weights, ids, experts))
+    floor = nbytes / bench.copy_bw
+    return [Row(f"moe decode 1 tok {fmt} experts", check.text, timing.seconds, format_bytes(nbytes), format_bandwidth(nbytes / timing.seconds),
+                floor / timing.seconds, "", "-", timing.note(floor), check.failed)]
 
 
 def moe_prefill(bench: Bench, experts, tokens: int) -> list[Row]:

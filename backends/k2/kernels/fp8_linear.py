@@ -25,7 +25,7 @@ TARGET_PROGRAMS = 264
 
 
 @triton.jit
-def _e4m3_to_float(byte):
+def e4m3_to_float(byte):
     """e4m3fn bytes (uint8) as fp32: sign to bit 15, exponent and mantissa to bits 14..7 of an
     fp16, whose exponent bias (15) exceeds e4m3's (7) by 8. NaN (0x7F) would read as 480."""
     bits = byte.to(tl.uint16)
@@ -54,7 +54,7 @@ def _fp8_linear_kernel(
         a = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptr + n[:, None] * stride_w + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         factor = tl.load(s_ptr + (n // SCALE_BLOCK_N) * scale_cols + k0 // BLOCK_K, mask=n_ok, other=0.0)
-        w = _e4m3_to_float(w) * factor[:, None]
+        w = e4m3_to_float(w) * factor[:, None]
         if UPCAST:
             a = a.to(tl.float32)
         else:

@@ -1,4 +1,5 @@
-"""Fused mixture-of-experts for INT4 routed experts (W4A16, group 32), in Triton.
+"""Fused mixture-of-experts for routed experts stored INT4 (W4A16, group 32), block FP8 or
+dense, in Triton.
 
 One MoE layer is four launches, none of which syncs with the host:
 
@@ -11,9 +12,10 @@ One MoE layer is four launches, none of which syncs with the host:
    (the top-k reduction is the atomic add). Split over K for few tokens, so the weight
    stream has enough programs to fill the GPU.
 
-The packed weights are read in place (compressed-tensors layout: int32 words of eight
-nibbles, lowest nibble = lowest input column; bf16 scale per 32 columns). `moe_reference`
-is the torch ground truth. Under TRITON_INTERPRET=1 (CPU tests) loaded bf16 is upcast to
+The weights are read in place, in the checkpoint's format: INT4 in the compressed-tensors
+layout (int32 words of eight nibbles, lowest nibble = lowest input column; bf16 scale per 32
+columns), e4m3 with an fp32 scale per 128x128 block (K2 0711/0905, DeepSeek-V3), or bf16
+(Moonlight); each tile is dequantised in registers. `moe_reference` is the torch ground truth. Under TRITON_INTERPRET=1 (CPU tests) loaded bf16 is upcast to
 fp32 first: the interpreter's bf16 arithmetic is wrong.
 """
 
@@ -26,7 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kimicode.backends.k2.quant import dequantize_int4
+from kimicode.backends.k2.kernels.fp8_linear import e4m3_to_float
+from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -178,6 +181,32 @@ def _load_int4_tile(packed_ptr, scale_ptr, rows, k0, rows_ok, row_stride_words, 
     return (values - 136.0) * per_column
 
 
+# Storage formats, as the kernels' FMT constexpr (globals a kernel reads must be constexpr).
+INT4, FP8, DENSE = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+FORMATS = {"int4": INT4.value, "fp8": FP8.value, "dense": DENSE.value}
+
+
+@triton.jit
+def _load_weight_tile(w_ptr, s_ptr, rows, k0, rows_ok, in_features,
+                      FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
+    """One expert's W[rows, k0:k0+BLOCK_K], dequantised: bf16 from INT4, fp32 from FP8 (BLOCK_K
+    divides SCALE_K, so each row takes one scale), as stored when dense; fp32 with UPCAST."""
+    # One return, after static branches: the compiler (unlike the interpreter) type-checks
+    # every return of a function, even those an early constexpr branch skips.
+    if FMT == INT4:
+        w = _load_int4_tile(w_ptr, s_ptr, rows, k0, rows_ok, in_features // 8, in_features // 32, BLOCK_N, BLOCK_K, UPCAST)
+    else:
+        k = k0 + tl.arange(0, BLOCK_K)
+        w = tl.load(w_ptr + rows[:, None] * in_features + k[None, :], mask=rows_ok[:, None], other=0)
+        if FMT == FP8:
+            scale = tl.load(s_ptr + (rows // SCALE_N) * tl.cdiv(in_features, SCALE_K) + k0 // SCALE_K, mask=rows_ok, other=0.0)
+            w = e4m3_to_float(w) * scale[:, None]
+        elif UPCAST:
+            w = w.to(tl.float32)
+    return w
+
+
 @triton.jit
 def _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M: tl.constexpr):
     """(rows, pairs, which rows are real, their tokens) of one aligned block. int64 rows:
@@ -209,9 +238,10 @@ def _accumulate(acc, a, w, WEIGHT_FIRST: tl.constexpr):
 
 @triton.jit
 def _gate_up_kernel(
-    x_ptr, gate_packed, gate_scale, up_packed, up_scale, pairs_ptr, block_experts_ptr, h_ptr,
+    x_ptr, gate_ptr, gate_scale, up_ptr, up_scale, pairs_ptr, block_experts_ptr, h_ptr,
     num_pairs, top_k, hidden, inter,
-    stride_x, stride_expert_words, stride_expert_scales, stride_h,
+    stride_x, stride_expert_w, stride_expert_s, stride_h,
+    FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
     WEIGHT_FIRST: tl.constexpr,
 ):
@@ -222,19 +252,17 @@ def _gate_up_kernel(
     rows, pairs, row_ok, tokens = _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < inter
-    words_per_row = hidden // 8
-    scales_per_row = hidden // 32
-    gate_w = gate_packed + expert.to(tl.int64) * stride_expert_words
-    up_w = up_packed + expert.to(tl.int64) * stride_expert_words
-    gate_s = gate_scale + expert.to(tl.int64) * stride_expert_scales
-    up_s = up_scale + expert.to(tl.int64) * stride_expert_scales
+    gate_w = gate_ptr + expert.to(tl.int64) * stride_expert_w
+    up_w = up_ptr + expert.to(tl.int64) * stride_expert_w
+    gate_s = gate_scale + expert.to(tl.int64) * stride_expert_s
+    up_s = up_scale + expert.to(tl.int64) * stride_expert_s
     acc_gate = _zeros(BLOCK_M, BLOCK_N, WEIGHT_FIRST)
     acc_up = _zeros(BLOCK_M, BLOCK_N, WEIGHT_FIRST)
     for k0 in range(0, hidden, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + tokens[:, None] * stride_x + k[None, :], mask=row_ok[:, None], other=0.0)
-        g = _load_int4_tile(gate_w, gate_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K, UPCAST)
-        u = _load_int4_tile(up_w, up_s, n, k0, n_ok, words_per_row, scales_per_row, BLOCK_N, BLOCK_K, UPCAST)
+        g = _load_weight_tile(gate_w, gate_s, n, k0, n_ok, hidden, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, UPCAST)
+        u = _load_weight_tile(up_w, up_s, n, k0, n_ok, hidden, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, UPCAST)
         if UPCAST:
             a = a.to(tl.float32)
         else:
@@ -251,9 +279,10 @@ def _gate_up_kernel(
 
 @triton.jit
 def _down_kernel(
-    h_ptr, down_packed, down_scale, pairs_ptr, block_experts_ptr, weights_ptr, out_ptr,
+    h_ptr, down_ptr, down_scale, pairs_ptr, block_experts_ptr, weights_ptr, out_ptr,
     num_pairs, top_k, hidden, inter, k_per_split,
-    stride_h, stride_expert_words, stride_expert_scales, stride_out,
+    stride_h, stride_expert_w, stride_expert_s, stride_out,
+    FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
     WEIGHT_FIRST: tl.constexpr,
 ):
@@ -265,14 +294,14 @@ def _down_kernel(
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < hidden
     k_start = tl.program_id(2) * k_per_split
-    weights = down_packed + expert.to(tl.int64) * stride_expert_words
-    scales = down_scale + expert.to(tl.int64) * stride_expert_scales
+    weights = down_ptr + expert.to(tl.int64) * stride_expert_w
+    scales = down_scale + expert.to(tl.int64) * stride_expert_s
     acc = _zeros(BLOCK_M, BLOCK_N, WEIGHT_FIRST)
     k_end = tl.minimum(k_start + k_per_split, inter)
     for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(h_ptr + rows[:, None] * stride_h + k[None, :], mask=row_ok[:, None], other=0.0)
-        w = _load_int4_tile(weights, scales, n, k0, n_ok, inter // 8, inter // 32, BLOCK_N, BLOCK_K, UPCAST)
+        w = _load_weight_tile(weights, scales, n, k0, n_ok, inter, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, UPCAST)
         if UPCAST:
             a = a.to(tl.float32)
         else:
@@ -296,44 +325,73 @@ class MoEConfig:
     weight_first: bool = False  # the weights as the dot's A operand (see _accumulate)
 
 
-def pick_config(tokens: int, top_k: int, hidden: int, inter: int) -> MoEConfig:
+def pick_config(tokens: int, top_k: int, hidden: int, inter: int, max_block_k: int = 256) -> MoEConfig:
     """Few tokens: weight streaming (GEMV-like) wants many small programs; many tokens:
     tensor-core tiles. Chosen by reasoning about the shapes; `kimicode bench kernels` times them."""
     if tokens * top_k <= 128:  # stream the weights: many narrow programs, long K steps
         config = MoEConfig(block_m=16, block_n=16, block_k=256, splits=1)
     else:
         config = MoEConfig(block_m=64, block_n=128, block_k=64, splits=1, num_warps=8)
-    block_k = next(k for k in (256, 128, 64, 32) if k <= config.block_k and hidden % k == 0 and inter % k == 0)
+    block_k = next(
+        (k for k in (256, 128, 64, 32) if k <= min(config.block_k, max_block_k) and hidden % k == 0 and inter % k == 0), 32
+    )
     return MoEConfig(config.block_m, config.block_n, block_k, config.splits, config.num_warps, config.weight_first)
 
 
 @dataclass(frozen=True, slots=True)
-class Int4Experts:
-    """The packed tensors of a layer's routed experts, as the checkpoint stores them."""
+class ExpertWeights:
+    """A layer's routed experts as the checkpoint stores them, stacked on the expert axis.
+    int4: int32 words [E, out, in/8] with bf16 scales [E, out, in/32]; fp8: e4m3 [E, out, in]
+    with fp32 scales [E, out/block, in/block]; dense: [E, out, in], no scales."""
 
-    gate_packed: torch.Tensor  # int32 [E, inter, hidden/8]
-    gate_scale: torch.Tensor  # bf16 [E, inter, hidden/32]
-    up_packed: torch.Tensor
-    up_scale: torch.Tensor
-    down_packed: torch.Tensor  # int32 [E, hidden, inter/8]
-    down_scale: torch.Tensor  # bf16 [E, hidden, inter/32]
+    fmt: str  # "int4" | "fp8" | "dense"
+    gate: torch.Tensor  # [E, inter, hidden(/8)]
+    up: torch.Tensor
+    down: torch.Tensor  # [E, hidden, inter(/8)]
+    gate_scale: torch.Tensor | None = None
+    up_scale: torch.Tensor | None = None
+    down_scale: torch.Tensor | None = None
+    block: tuple[int, int] = (128, 128)  # fp8 scale block
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(experts, hidden, inter)."""
-        return self.gate_packed.shape[0], self.down_packed.shape[1], self.gate_packed.shape[1]
+        return self.gate.shape[0], self.down.shape[1], self.gate.shape[1]
+
+    def dense(self, projection: str, expert: int) -> torch.Tensor:
+        """One expert's projection ("gate", "up", "down") dequantised to fp32."""
+        weight, scale = getattr(self, projection)[expert], getattr(self, f"{projection}_scale")
+        if self.fmt == "int4":
+            return dequantize_int4(weight, scale[expert], torch.float32)
+        if self.fmt == "fp8":
+            return dequantize_fp8_block(weight, scale[expert], torch.float32, self.block)
+        return weight.float()
 
 
 def fused_moe(
-    x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: Int4Experts, config: MoEConfig | None = None
+    x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: ExpertWeights, config: MoEConfig | None = None
 ) -> torch.Tensor:
     """Σ_slots weight · down(silu(gate(x)) · up(x)) for each token of x [tokens, hidden]."""
     tokens, hidden = x.shape
     n_experts, _, inter = experts.shape
     top_k = ids.shape[1]
-    config = config or pick_config(tokens, top_k, hidden, inter)
+    fp8 = experts.fmt == "fp8"
+    config = config or pick_config(tokens, top_k, hidden, inter, max_block_k=experts.block[1] if fp8 else 256)
     if hidden % max(config.block_k, 32) or inter % max(config.block_k, 32):
         raise ValueError(f"hidden {hidden} and inter {inter} must be multiples of block_k {config.block_k} and 32")
+    if fp8 and experts.block[1] % config.block_k:
+        raise ValueError(f"block_k {config.block_k} must divide the FP8 scale block {experts.block[1]}")
+
+    def stored(weight: torch.Tensor) -> torch.Tensor:
+        return weight.view(torch.uint8) if fp8 else weight  # the kernels decode e4m3 bytes themselves
+
+    def scales(scale: torch.Tensor | None, weight: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return (weight, 0) if scale is None else (scale, scale.stride(0))  # dense: a pointer never read
+
+    gate_scale, stride_s = scales(experts.gate_scale, experts.gate)
+    up_scale, _ = scales(experts.up_scale, experts.up)
+    down_scale, down_stride_s = scales(experts.down_scale, experts.down)
+    formats = dict(FMT=FORMATS[experts.fmt], SCALE_N=experts.block[0], SCALE_K=experts.block[1])
     k_per_split = triton.cdiv(triton.cdiv(inter, config.splits), config.block_k) * config.block_k
     x = x.contiguous()
     align = align_by_expert(ids, n_experts, config.block_m)
@@ -342,34 +400,32 @@ def fused_moe(
     # N-blocks vary fastest: programs running together share one block of rows (x stays in L2)
     # and walk one expert's weights, instead of every N-block sweeping all of x.
     _gate_up_kernel[(triton.cdiv(inter, config.block_n), blocks)](
-        x, experts.gate_packed, experts.gate_scale, experts.up_packed, experts.up_scale,
+        x, stored(experts.gate), gate_scale, stored(experts.up), up_scale,
         align.pairs, align.block_experts, h,
         align.num_pairs, top_k, hidden, inter,
-        x.stride(0), experts.gate_packed.stride(0), experts.gate_scale.stride(0), h.stride(0),
+        x.stride(0), experts.gate.stride(0), stride_s, h.stride(0), **formats,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
         WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
     )
     out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device)
     _down_kernel[(triton.cdiv(hidden, config.block_n), blocks, config.splits)](
-        h, experts.down_packed, experts.down_scale, align.pairs, align.block_experts,
+        h, stored(experts.down), down_scale, align.pairs, align.block_experts,
         weights.float().contiguous(), out,
         align.num_pairs, top_k, hidden, inter, k_per_split,
-        h.stride(0), experts.down_packed.stride(0), experts.down_scale.stride(0), out.stride(0),
+        h.stride(0), experts.down.stride(0), down_stride_s, out.stride(0), **formats,
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
         WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
     )
     return out.to(x.dtype)
 
 
-def moe_reference(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: Int4Experts) -> torch.Tensor:
+def moe_reference(x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: ExpertWeights) -> torch.Tensor:
     """The same sum with each expert dequantised and run in fp32 (ground truth for the tests)."""
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     xf = x.float()
     for expert in ids.unique().tolist():
         token, slot = (ids == expert).nonzero(as_tuple=True)
-        gate = dequantize_int4(experts.gate_packed[expert], experts.gate_scale[expert], torch.float32)
-        up = dequantize_int4(experts.up_packed[expert], experts.up_scale[expert], torch.float32)
-        down = dequantize_int4(experts.down_packed[expert], experts.down_scale[expert], torch.float32)
+        gate, up, down = (experts.dense(projection, expert) for projection in ("gate", "up", "down"))
         h = torch.nn.functional.silu(xf[token] @ gate.T) * (xf[token] @ up.T)
         out.index_add_(0, token, (h @ down.T) * weights[token, slot, None].float())
     return out

@@ -197,9 +197,18 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
     from kimicode.backends.k2.kernels.bench import K2, attention_projections
 
     s = K2
-    experts = moe.Int4Experts(
-        *(stand_in((s.experts, s.inter, s.hidden // 8), torch.int32), stand_in((s.experts, s.inter, s.hidden // 32), torch.bfloat16)) * 2,
-        stand_in((s.experts, s.hidden, s.inter // 8), torch.int32), stand_in((s.experts, s.hidden, s.inter // 32), torch.bfloat16),
+    experts = moe.ExpertWeights(
+        "int4", stand_in((s.experts, s.inter, s.hidden // 8), torch.int32), stand_in((s.experts, s.inter, s.hidden // 8), torch.int32),
+        stand_in((s.experts, s.hidden, s.inter // 8), torch.int32), stand_in((s.experts, s.inter, s.hidden // 32), torch.bfloat16),
+        stand_in((s.experts, s.inter, s.hidden // 32), torch.bfloat16), stand_in((s.experts, s.hidden, s.inter // 32), torch.bfloat16),
+    )
+    # K2 0711/0905 and DeepSeek-V3 ship their experts block-FP8, Moonlight in bf16
+    fp8_experts = moe.ExpertWeights(
+        "fp8", *(stand_in(shape, torch.float8_e4m3fn) for shape in ((s.experts, s.inter, s.hidden),) * 2 + ((s.experts, s.hidden, s.inter),)),
+        *(stand_in(shape, torch.float32) for shape in ((s.experts, s.inter // 128, s.hidden // 128),) * 2 + ((s.experts, s.hidden // 128, s.inter // 128),)),
+    )
+    bf16_experts = moe.ExpertWeights(
+        "dense", *(stand_in(shape, torch.bfloat16) for shape in ((s.experts, s.inter, s.hidden),) * 2 + ((s.experts, s.hidden, s.inter),)),
     )
     calls: list[tuple[str, Callable[[], object]]] = []
     for tokens in (*s.decode_tokens, s.prefill_tokens):
@@ -213,6 +222,8 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
             if label and tokens < s.prefill_tokens:
                 continue  # the benchmark compares the two tilings at prefill only
             calls.append((f"moe {tokens} tok{label}", lambda x=x, w=weights, i=ids, c=variant: moe.fused_moe(x, w, i, experts, c)))
+        for fmt, stored in (("fp8", fp8_experts), ("bf16", bf16_experts)):
+            calls.append((f"moe {fmt} {tokens} tok", lambda x=x, w=weights, i=ids, e=stored: moe.fused_moe(x, w, i, e)))
     capacity = 65536  # Engine.GRAPH_CACHE_TOKENS: the cache a captured decode step reads
     q_latent = torch.randn(1, s.heads, s.kv_lora, dtype=torch.bfloat16)
     q_pe = torch.randn(1, s.heads, s.rope, dtype=torch.bfloat16)

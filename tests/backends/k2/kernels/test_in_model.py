@@ -19,10 +19,10 @@ def checkpoints(tmp_path_factory):
     reference = save_reference(random_reference(config, seed=41), tmp_path_factory.mktemp("ref"))
     int4, _ = quantised_copies(reference, tmp_path_factory.mktemp("int4"), "int4")
     fp8, _ = quantised_copies(reference, tmp_path_factory.mktemp("fp8"), "fp8")
-    return int4, fp8
+    return int4, fp8, reference
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["int4-experts", "fp8-linears"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["int4-experts", "fp8-linears-and-experts", "dense"])
 def test_kernels_in_the_model_match_the_reference_ops(checkpoints, which, monkeypatch):
     engine = Engine.from_pretrained(checkpoints[which], dtype=torch.float32, progress=False)
     ids = torch.randint(2, 512, (10,), generator=torch.Generator().manual_seed(3)).tolist()

@@ -1,4 +1,5 @@
-"""Fused INT4 MoE kernels against their torch references (Triton's interpreter on the CPU)."""
+"""Fused MoE kernels (INT4, block-FP8 and dense experts) against their torch references
+(Triton's interpreter on the CPU)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from kimicode.backends.k2.kernels.moe import (  # noqa: E402
-    Int4Experts,
+    ExpertWeights,
     MoEConfig,
     align_by_expert,
     fused_moe,
@@ -16,21 +17,30 @@ from kimicode.backends.k2.kernels.moe import (  # noqa: E402
     route,
 )
 from kimicode.backends.k2.model import select_experts  # noqa: E402
-from kimicode.backends.k2.quant import quantize_int4  # noqa: E402
+from kimicode.backends.k2.quant import quantize_fp8_block, quantize_int4  # noqa: E402
 
 DECODE = MoEConfig(block_m=16, block_n=32, block_k=32, splits=2)
 PREFILL = MoEConfig(block_m=32, block_n=32, block_k=32, splits=1)
 PREFILL_WEIGHT_FIRST = MoEConfig(block_m=32, block_n=64, block_k=32, splits=1, weight_first=True)
 
 
-def random_experts(n_experts: int, hidden: int, inter: int, seed: int = 0) -> Int4Experts:
+FP8_BLOCK = (32, 32)  # small enough that the tiny shapes span several blocks
+
+
+def random_experts(n_experts: int, hidden: int, inter: int, seed: int = 0, fmt: str = "int4") -> ExpertWeights:
     g = torch.Generator().manual_seed(seed)
 
-    def packed(out_f, in_f):
-        return quantize_int4(torch.randn(n_experts, out_f, in_f, generator=g) / in_f**0.5)
+    def stored(out_f, in_f) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight = torch.randn(n_experts, out_f, in_f, generator=g) / in_f**0.5
+        if fmt == "int4":
+            return quantize_int4(weight)
+        if fmt == "fp8":
+            per_expert = [quantize_fp8_block(w, FP8_BLOCK) for w in weight]
+            return torch.stack([q for q, _ in per_expert]), torch.stack([scale for _, scale in per_expert])
+        return weight, None
 
-    gate, up, down = packed(inter, hidden), packed(inter, hidden), packed(hidden, inter)
-    return Int4Experts(*gate, *up, *down)
+    (gate, gate_scale), (up, up_scale), (down, down_scale) = stored(inter, hidden), stored(inter, hidden), stored(hidden, inter)
+    return ExpertWeights(fmt, gate, up, down, gate_scale, up_scale, down_scale, block=FP8_BLOCK)
 
 
 def routing(tokens: int, n_experts: int, top_k: int, seed: int = 1):
@@ -60,6 +70,25 @@ def test_fused_moe_matches_the_reference(config, tokens, alignment):
     weights, ids = routing(tokens, 8, 3)
     x = torch.randn(tokens, 64, generator=torch.Generator().manual_seed(tokens))
     assert relative(fused_moe(x, weights, ids, experts, config), moe_reference(x, weights, ids, experts)) < 1e-5
+
+
+@pytest.mark.parametrize("config", [DECODE, PREFILL, PREFILL_WEIGHT_FIRST], ids=["decode", "prefill", "weight-first"])
+@pytest.mark.parametrize("fmt", ["fp8", "dense"])
+def test_fp8_and_dense_experts_match_the_reference(config, fmt, alignment):
+    """K2 0711/0905 and DeepSeek-V3 store their experts block-FP8, Moonlight dense: the same
+    kernels read them in place."""
+    experts = random_experts(8, hidden=64, inter=96, seed=10, fmt=fmt)
+    weights, ids = routing(9, 8, 3, seed=11)
+    x = torch.randn(9, 64, generator=torch.Generator().manual_seed(12))
+    assert relative(fused_moe(x, weights, ids, experts, config), moe_reference(x, weights, ids, experts)) < 1e-5
+
+
+def test_an_fp8_tile_wider_than_the_scale_block_is_refused():
+    experts = random_experts(4, hidden=64, inter=64, fmt="fp8")
+    weights, ids = routing(2, 4, 2)
+    config = MoEConfig(block_m=16, block_n=32, block_k=64, splits=1)
+    with pytest.raises(ValueError, match="block_k 64 must divide the FP8 scale block 32"):
+        fused_moe(torch.randn(2, 64), weights, ids, experts, config)
 
 
 def test_experts_without_tokens_and_every_token_on_one_expert(alignment):
