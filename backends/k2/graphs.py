@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kimicode.backends.k2.model import LatentCache, Transformer, use_kernels
+from kimicode.backends.k2.model import Experts, LatentCache, Transformer, use_kernels
 
 
 def graphs_supported(model: Transformer) -> bool:
@@ -20,7 +20,8 @@ def graphs_supported(model: Transformer) -> bool:
     devices = {p.device for p in model.parameters()}
     if len(devices) != 1 or next(iter(devices)).type != "cuda":
         return False
-    return use_kernels(next(model.parameters()))
+    experts = [module for module in model.modules() if isinstance(module, Experts)]
+    return use_kernels(next(model.parameters())) and all(module.kernel_can_run() for module in experts)
 
 
 class DecodeGraph:

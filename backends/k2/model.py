@@ -401,6 +401,13 @@ class Experts(nn.Module):
             return [("weight", (out_f, in_f), torch.float8_e4m3fn), ("weight_scale_inv", blocks, torch.float32)]
         return [("weight", (out_f, in_f), formats.dtype)]
 
+    def kernel_can_run(self) -> bool:
+        """The fused kernels step K in blocks of at least 32 (an INT4 group; FP8 tiles stay
+        inside a scale block); other widths take the torch loop."""
+        widths = (self.gate_proj_weight_packed.shape[2] * 8 if self.fmt == "int4" else self.gate_proj_weight.shape[2],
+                  self.gate_proj_weight_packed.shape[1] if self.fmt == "int4" else self.gate_proj_weight.shape[1])
+        return all(w % 32 == 0 for w in widths) and (self.fmt != "fp8" or self.block[1] % 32 == 0)
+
     def stored_weights(self):  # -> kernels.moe.ExpertWeights, the tensors as held, for the fused kernels
         from kimicode.backends.k2.kernels.moe import ExpertWeights
 
@@ -424,7 +431,7 @@ class Experts(nn.Module):
         home = x.device
         device = self.gate_proj_weight.device if self.fmt != "int4" else self.gate_proj_weight_packed.device
         x, weights, indices = x.to(device), weights.to(device), indices.to(device)
-        if use_kernels(x):
+        if use_kernels(x) and self.kernel_can_run():
             from kimicode.backends.k2.kernels.moe import fused_moe
 
             return fused_moe(x, weights, indices.int(), self.stored_weights()).to(home)

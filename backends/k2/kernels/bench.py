@@ -419,9 +419,11 @@ def moe_decode_stored(bench: Bench, fmt: str) -> list[Row]:
         weight = torch.randn(n, out_f, in_f, device=device) / in_f**0.5
         if fmt == "bf16":
             return weight.to(torch.bfloat16), None
-        scale = weight.abs().amax() / 448
+        # a different scale per block, so the check sees a wrong block index or expert stride
         blocks = (n, -(-out_f // 128), -(-in_f // 128))
-        return (weight / scale).to(torch.float8_e4m3fn), torch.full(blocks, float(scale), device=device)
+        scale = (0.5 + torch.rand(blocks, device=device)) * (weight.abs().amax() / 448)
+        per_weight = scale.repeat_interleave(128, 1)[:, :out_f].repeat_interleave(128, 2)[:, :, :in_f]
+        return (weight / per_weight).to(torch.float8_e4m3fn), scale
 
     (gate, gate_s), (up, up_s), (down, down_s) = projection(s.inter, s.hidden), projection(s.inter, s.hidden), projection(s.hidden, s.inter)
     experts = moe.ExpertWeights("dense" if fmt == "bf16" else "fp8", gate, up, down, gate_s, up_s, down_s)

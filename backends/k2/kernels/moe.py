@@ -15,7 +15,8 @@ One MoE layer is four launches, none of which syncs with the host:
 The weights are read in place, in the checkpoint's format: INT4 in the compressed-tensors
 layout (int32 words of eight nibbles, lowest nibble = lowest input column; bf16 scale per 32
 columns), e4m3 with an fp32 scale per 128x128 block (K2 0711/0905, DeepSeek-V3), or bf16
-(Moonlight); each tile is dequantised in registers. `moe_reference` is the torch ground truth. Under TRITON_INTERPRET=1 (CPU tests) loaded bf16 is upcast to
+(Moonlight); each tile is dequantised in registers. `moe_reference` is the torch ground
+truth. Under TRITON_INTERPRET=1 (CPU tests) loaded bf16 is upcast to
 fp32 first: the interpreter's bf16 arithmetic is wrong.
 """
 
@@ -163,8 +164,8 @@ def align_one_pair_per_block(ids: torch.Tensor, block_m: int) -> Alignment:
 
 @triton.jit
 def _load_int4_tile(packed_ptr, scale_ptr, rows, k0, rows_ok, row_stride_words, row_stride_scales,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
-    """W[rows, k0:k0+BLOCK_K] as [BLOCK_N, BLOCK_K] bf16 (fp32 with UPCAST), from BLOCK_K/8 words
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, FP32_TILES: tl.constexpr):
+    """W[rows, k0:k0+BLOCK_K] as [BLOCK_N, BLOCK_K] bf16 (fp32 with FP32_TILES), from BLOCK_K/8 words
     and BLOCK_K/32 scales per row: each word is loaded once and split into its eight nibbles in
     registers. A nibble n OR-ed into the mantissa of bf16 128.0 (0x4300) is the bf16 128 + n,
     exactly: subtracting 136 gives n - 8 with no integer-to-float conversion, in 16-bit lanes."""
@@ -176,7 +177,7 @@ def _load_int4_tile(packed_ptr, scale_ptr, rows, k0, rows_ok, row_stride_words, 
     scales_at = k0 // 32 + tl.arange(0, BLOCK_K // 32)
     scales = tl.load(scale_ptr + rows[:, None] * row_stride_scales + scales_at[None, :], mask=rows_ok[:, None], other=0.0)
     per_column = tl.reshape(tl.broadcast_to(scales[:, :, None], (BLOCK_N, BLOCK_K // 32, 32)), (BLOCK_N, BLOCK_K))
-    if UPCAST:  # the interpreter's bf16 arithmetic is wrong: same values, fp32 lanes
+    if FP32_TILES:  # the same values in fp32 lanes: one rounding to whatever dtype the GEMM uses
         return (values.to(tl.float32) - 136.0) * per_column.to(tl.float32)
     return (values - 136.0) * per_column
 
@@ -189,20 +190,22 @@ FORMATS = {"int4": INT4.value, "fp8": FP8.value, "dense": DENSE.value}
 @triton.jit
 def _load_weight_tile(w_ptr, s_ptr, rows, k0, rows_ok, in_features,
                       FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr):
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, FP32_TILES: tl.constexpr):
     """One expert's W[rows, k0:k0+BLOCK_K], dequantised: bf16 from INT4, fp32 from FP8 (BLOCK_K
-    divides SCALE_K, so each row takes one scale), as stored when dense; fp32 with UPCAST."""
+    divides SCALE_K, so each row takes one scale), as stored when dense; fp32 with FP32_TILES
+    (the interpreter, whose bf16 arithmetic is wrong, and activations other than bf16, for
+    which a bf16 product would round the weight twice)."""
     # One return, after static branches: the compiler (unlike the interpreter) type-checks
     # every return of a function, even those an early constexpr branch skips.
     if FMT == INT4:
-        w = _load_int4_tile(w_ptr, s_ptr, rows, k0, rows_ok, in_features // 8, in_features // 32, BLOCK_N, BLOCK_K, UPCAST)
+        w = _load_int4_tile(w_ptr, s_ptr, rows, k0, rows_ok, in_features // 8, in_features // 32, BLOCK_N, BLOCK_K, FP32_TILES)
     else:
         k = k0 + tl.arange(0, BLOCK_K)
         w = tl.load(w_ptr + rows[:, None] * in_features + k[None, :], mask=rows_ok[:, None], other=0)
         if FMT == FP8:
             scale = tl.load(s_ptr + (rows // SCALE_N) * tl.cdiv(in_features, SCALE_K) + k0 // SCALE_K, mask=rows_ok, other=0.0)
             w = e4m3_to_float(w) * scale[:, None]
-        elif UPCAST:
+        elif FP32_TILES:
             w = w.to(tl.float32)
     return w
 
@@ -243,7 +246,7 @@ def _gate_up_kernel(
     stride_x, stride_expert_w, stride_expert_s, stride_h,
     FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
-    WEIGHT_FIRST: tl.constexpr,
+    FP32_TILES: tl.constexpr, WEIGHT_FIRST: tl.constexpr,
 ):
     block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
@@ -261,8 +264,8 @@ def _gate_up_kernel(
     for k0 in range(0, hidden, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + tokens[:, None] * stride_x + k[None, :], mask=row_ok[:, None], other=0.0)
-        g = _load_weight_tile(gate_w, gate_s, n, k0, n_ok, hidden, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, UPCAST)
-        u = _load_weight_tile(up_w, up_s, n, k0, n_ok, hidden, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, UPCAST)
+        g = _load_weight_tile(gate_w, gate_s, n, k0, n_ok, hidden, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, FP32_TILES)
+        u = _load_weight_tile(up_w, up_s, n, k0, n_ok, hidden, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, FP32_TILES)
         if UPCAST:
             a = a.to(tl.float32)
         else:
@@ -284,7 +287,7 @@ def _down_kernel(
     stride_h, stride_expert_w, stride_expert_s, stride_out,
     FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
-    WEIGHT_FIRST: tl.constexpr,
+    FP32_TILES: tl.constexpr, WEIGHT_FIRST: tl.constexpr,
 ):
     block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
@@ -301,7 +304,7 @@ def _down_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(h_ptr + rows[:, None] * stride_h + k[None, :], mask=row_ok[:, None], other=0.0)
-        w = _load_weight_tile(weights, scales, n, k0, n_ok, inter, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, UPCAST)
+        w = _load_weight_tile(weights, scales, n, k0, n_ok, inter, FMT, SCALE_N, SCALE_K, BLOCK_N, BLOCK_K, FP32_TILES)
         if UPCAST:
             a = a.to(tl.float32)
         else:
@@ -381,6 +384,9 @@ def fused_moe(
         raise ValueError(f"hidden {hidden} and inter {inter} must be multiples of block_k {config.block_k} and 32")
     if fp8 and experts.block[1] % config.block_k:
         raise ValueError(f"block_k {config.block_k} must divide the FP8 scale block {experts.block[1]}")
+    stacked = (experts.gate, experts.up, experts.down, experts.gate_scale, experts.up_scale, experts.down_scale)
+    if not all(t is None or t.is_contiguous() for t in stacked):
+        raise ValueError("expert tensors must be contiguous: the kernels derive row strides from the shapes")
 
     def stored(weight: torch.Tensor) -> torch.Tensor:
         return weight.view(torch.uint8) if fp8 else weight  # the kernels decode e4m3 bytes themselves
@@ -404,7 +410,7 @@ def fused_moe(
         align.pairs, align.block_experts, h,
         align.num_pairs, top_k, hidden, inter,
         x.stride(0), experts.gate.stride(0), stride_s, h.stride(0), **formats,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET, FP32_TILES=INTERPRET or x.dtype != torch.bfloat16,
         WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
     )
     out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device)
@@ -413,7 +419,7 @@ def fused_moe(
         weights.float().contiguous(), out,
         align.num_pairs, top_k, hidden, inter, k_per_split,
         h.stride(0), experts.down.stride(0), down_stride_s, out.stride(0), **formats,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET, FP32_TILES=INTERPRET or x.dtype != torch.bfloat16,
         WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
     )
     return out.to(x.dtype)

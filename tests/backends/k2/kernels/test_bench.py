@@ -29,7 +29,8 @@ def table_rows(out: str) -> dict[str, str]:
 def test_kernels_dry_run(capsys, tmp_path):
     assert bench.main(["kernels", "--tiny", "--reps", "1", "--json", str(tmp_path / "rows.json")]) == 0
     rows = table_rows(capsys.readouterr().out)
-    expected = ["moe decode 1 tok", "moe decode 8 tok", "moe prefill 64 tok", "mla decode 64 ctx", "mla decode 256 ctx",
+    expected = ["moe decode 1 tok", "moe decode 8 tok", "moe decode 1 tok fp8 experts", "moe decode 1 tok bf16 experts",
+                "moe prefill 64 tok", "mla decode 64 ctx", "mla decode 64 ctx (3 stages)", "mla decode 256 ctx",
                 "fp8 q_a 64->32", "bf16 q_a 64->32", "fp8 q_b 32->128", "fp8 kv_a 64->48", "fp8 o 64->64"]
     for case in expected:
         assert case in rows, case
@@ -45,6 +46,8 @@ def test_layer_dry_run(capsys):
     assert bench.main(["layer", "--tiny", "--reps", "1"]) == 0
     rows = table_rows(capsys.readouterr().out)
     assert " PASS " in rows["k2 layer 1 tok 64 ctx"]
+    for new in (8, 64):  # both attention paths of a turn after 64 cached tokens, checked against each other
+        assert " PASS " in rows[f"mla turn 64+{new} absorbed"] and " PASS " in rows[f"mla turn 64+{new} expanded"]
 
 
 def test_e2e_dry_run(capsys):

@@ -13,14 +13,15 @@ pytestmark = [
 ]
 
 
-def test_graph_replay_equals_eager_decode(tmp_path):
+@pytest.mark.parametrize("fmt", ["int4", "fp8", "dense"])
+def test_graph_replay_equals_eager_decode(tmp_path, fmt):
     from kimicode.backends.k2.engine import Engine
     from tests.backends.k2.checkpoints import quantised_copies, random_reference, save_reference, tiny_config
 
     config = tiny_config(moe_intermediate_size=64, n_routed_experts=16, n_group=4, topk_group=2)
     reference = save_reference(random_reference(config, seed=7), tmp_path / "ref")
-    int4, _ = quantised_copies(reference, tmp_path, "int4")
-    graphed = Engine.from_pretrained(int4, device="cuda", dtype=torch.bfloat16, progress=False)
+    folder = reference if fmt == "dense" else quantised_copies(reference, tmp_path, fmt)[0]
+    graphed = Engine.from_pretrained(folder, device="cuda", dtype=torch.bfloat16, progress=False)
     eager = Engine(graphed.model, cuda_graphs=False)
     assert graphed.cuda_graphs
     ids = list(range(5, 25))

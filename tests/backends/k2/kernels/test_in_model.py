@@ -22,15 +22,41 @@ def checkpoints(tmp_path_factory):
     return int4, fp8, reference
 
 
-@pytest.mark.parametrize("which", [0, 1, 2], ids=["int4-experts", "fp8-linears-and-experts", "dense"])
-def test_kernels_in_the_model_match_the_reference_ops(checkpoints, which, monkeypatch):
-    engine = Engine.from_pretrained(checkpoints[which], dtype=torch.float32, progress=False)
-    ids = torch.randint(2, 512, (10,), generator=torch.Generator().manual_seed(3)).tolist()
+def fused_formats(monkeypatch) -> list[str]:
+    """The expert formats `fused_moe` is called with from now on."""
+    import kimicode.backends.k2.kernels.moe as moe
+
+    seen, fused = [], moe.fused_moe
+    monkeypatch.setattr(moe, "fused_moe", lambda x, w, i, experts, *a: seen.append(experts.fmt) or fused(x, w, i, experts, *a))
+    return seen
+
+
+def reference_and_kernels(engine, ids, monkeypatch) -> tuple[list, list]:
     monkeypatch.setattr(model, "KERNELS", "off")
     engine.reset()
     expected = [engine.prefill(ids[:6])[0]] + [engine.step(t) for t in ids[6:]]
     monkeypatch.setattr(model, "KERNELS", "on")
     engine.reset()
     got = [engine.prefill(ids[:6])[0]] + [engine.step(t) for t in ids[6:]]  # decode steps use the MLA kernel
+    return got, expected
+
+
+@pytest.mark.parametrize(("which", "fmt"), [(0, "int4"), (1, "fp8"), (2, "dense")], ids=["int4-experts", "fp8-linears-and-experts", "dense"])
+def test_kernels_in_the_model_match_the_reference_ops(checkpoints, which, fmt, monkeypatch):
+    engine = Engine.from_pretrained(checkpoints[which], dtype=torch.float32, progress=False)
+    ids = torch.randint(2, 512, (10,), generator=torch.Generator().manual_seed(3)).tolist()
+    seen = fused_formats(monkeypatch)
+    got, expected = reference_and_kernels(engine, ids, monkeypatch)
+    assert set(seen) == {fmt} and len(seen) == 5 * 2  # 2 MoE layers, a prefill and 4 steps: every one fused
+    for a, b in zip(got, expected):
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-4
+
+
+def test_expert_widths_the_kernels_cannot_step_take_the_torch_loop(tmp_path, monkeypatch):
+    config = tiny_config(moe_intermediate_size=48)  # not a multiple of 32
+    engine = Engine.from_pretrained(save_reference(random_reference(config, seed=42), tmp_path), dtype=torch.float32, progress=False)
+    seen = fused_formats(monkeypatch)
+    got, expected = reference_and_kernels(engine, torch.arange(2, 12).tolist(), monkeypatch)
+    assert seen == []
     for a, b in zip(got, expected):
         assert float((a - b).abs().max() / b.abs().max()) < 1e-4
