@@ -10,11 +10,10 @@ absorbed and the expanded path side by side, and which one the engine picks.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from functools import partial
 
 import torch
+from engine_cpu import median_time  # this folder: the script runs as `python bench/...`
 
 from kimicode.backends.k2.config import ModelConfig
 from kimicode.backends.k2.kernels.bench import K2, fill_random, k2_config
@@ -22,13 +21,8 @@ from kimicode.backends.k2.model import Attention, Formats, absorbed_is_cheaper, 
 
 
 def median_seconds(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    fn()  # warm-up
+    return median_time(fn, runs)
 
 
 def main() -> None:
