@@ -404,9 +404,8 @@ class Experts(nn.Module):
     def kernel_can_run(self) -> bool:
         """The fused kernels step K in blocks of at least 32 (an INT4 group; FP8 tiles stay
         inside a scale block); other widths take the torch loop."""
-        widths = (self.gate_proj_weight_packed.shape[2] * 8 if self.fmt == "int4" else self.gate_proj_weight.shape[2],
-                  self.gate_proj_weight_packed.shape[1] if self.fmt == "int4" else self.gate_proj_weight.shape[1])
-        return all(w % 32 == 0 for w in widths) and (self.fmt != "fp8" or self.block[1] % 32 == 0)
+        _, hidden, inter = self.stored_weights().shape
+        return hidden % 32 == 0 and inter % 32 == 0 and (self.fmt != "fp8" or self.block[1] % 32 == 0)
 
     def stored_weights(self):  # -> kernels.moe.ExpertWeights, the tensors as held, for the fused kernels
         from kimicode.backends.k2.kernels.moe import ExpertWeights
