@@ -270,6 +270,10 @@ def _number_step(mode: int, ch: str) -> int | None:
 # - Keywords outside the subset (allOf of several, not, if/then, prefixItems,
 #   patternProperties, oneOf branches that overlap, enums of non-strings, a $ref
 #   cycle or one that does not resolve) make that sub-value generic JSON.
+# - anyOf of several object schemas is checked as one object: the keys of all
+#   branches, each with its value's schema, closable once the keys every branch
+#   requires are written. Keys of different branches may mix; a forced value
+#   from nothing is the first branch's.
 
 _OBJ, _ARR, _STR, _INT, _NUM, _BOOL, _NULL = 1, 2, 4, 8, 16, 32, 64
 _ANY_TYPE = 127
@@ -473,6 +477,7 @@ class _Compiler:
 def _union(branches: list[SchemaNode], exclusive: bool) -> SchemaNode:
     """anyOf (or oneOf, whose branches must not share a type) of compiled nodes."""
     out = SchemaNode(0)
+    first_object = None
     for b in branches:
         shared = out.types & b.types
         if shared & _NUMERIC:
@@ -481,10 +486,11 @@ def _union(branches: list[SchemaNode], exclusive: bool) -> SchemaNode:
             return ANY
         if b.types & _OBJ:
             if out.types & _OBJ:
-                out.free = True
+                _merge_objects(out, b)
             else:
                 out.free, out.props, out.names = b.free, b.props, b.names
                 out.required, out.key_prefixes = b.required, b.key_prefixes
+                first_object = b
         if b.types & _ARR:
             out.items = ANY if out.types & _ARR and out.items is not b.items else b.items
             out.min_items = b.min_items if not out.types & _ARR else min(out.min_items, b.min_items)
@@ -500,7 +506,20 @@ def _union(branches: list[SchemaNode], exclusive: bool) -> SchemaNode:
             out.number_text = b.number_text
         out.types |= b.types
     out.integer_only = bool(out.types & _INT) and not out.types & _NUM
+    if first_object is not None and out.types == _OBJ:
+        out._filler = first_object.filler()  # the merged required keys may satisfy no branch
     return out
+
+
+def _merge_objects(out: SchemaNode, b: SchemaNode) -> None:
+    """Objects of either branch, checked as one: the keys any branch declares (a key two
+    declare takes either's values), closable once the keys every branch requires are there.
+    Looser than the union (keys of different branches may mix), never stricter."""
+    props = dict(out.props)
+    for name, node in b.props.items():
+        props[name] = _union([props[name], node], exclusive=False) if name in props else node
+    out.free = out.free or b.free
+    out.set_props(props, out.required & b.required)
 
 
 def compile_schema(schema: object) -> SchemaNode:

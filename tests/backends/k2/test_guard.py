@@ -794,3 +794,27 @@ def test_forced_numbers_fit_open_intervals():
     assert prefix.feed("{")
     document = json.loads("{" + prefix.closing_text())
     jsonschema.validate(document, schema)
+
+
+SOURCE = {"type": "object", "required": ["source"], "properties": {"source": {"anyOf": [
+    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"], "additionalProperties": False},
+    {"type": "object", "properties": {"url": {"type": "string"}, "depth": {"type": "integer"}}, "required": ["url"],
+     "additionalProperties": False},
+]}}}
+
+
+@pytest.mark.parametrize("value", ['{"source": {"path": "a.py"}}', '{"source": {"url": "https://x", "depth": 2}}'])
+def test_a_union_of_object_schemas_takes_a_value_of_either_branch(value):
+    scanner = SchemaJsonPrefix(SOURCE)
+    assert scanner.feed(value) and scanner.complete
+
+
+def test_a_union_of_object_schemas_still_checks_keys_and_their_values():
+    scanner = SchemaJsonPrefix(SOURCE)
+    assert scanner.feed('{"source": {"url": "u", ')
+    assert not scanner.accepts('"nope"')  # a key no branch declares
+    assert not scanner.accepts('"depth": "deep"')  # declared an integer
+    assert scanner.feed('"depth": 3')
+    assert schema_valid('{"source": {"url": "u", "depth": 3' + scanner.closing_text(), SOURCE)
+    forced = SchemaJsonPrefix(SOURCE)
+    assert schema_valid(forced.closing_text(), SOURCE)  # forced from nothing: the first branch's shortest value
