@@ -109,3 +109,29 @@ def test_the_cli_passes_its_options_through(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["bench", "layer", "--tiny", "--reps", "2", "--only", "k2", "--json", path])
     assert result.exit_code == 0, result.output
     assert seen == [["layer", "--tiny", "--json", path, "--reps", "2", "--only", "k2"]]
+
+
+def test_the_launcher_runs_the_gpu_tests_without_an_install(tmp_path):
+    """`bench/k2_gpu.py tests` (what bench/gpu_session.sh runs first): the GPU-marked tests are
+    collected through the launcher's mapping; without a GPU they skip, and nothing fails to import."""
+    site_packages = str(Path(torch.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": site_packages}
+    env.pop("KIMICODE_GPU_TESTS", None)
+    run = subprocess.run([sys.executable, "-S", str(ROOT / "bench" / "k2_gpu.py"), "tests", "-rs"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "3 skipped" in run.stdout and "needs a CUDA GPU" in run.stdout
+
+
+def test_the_ptxas_cli_passes_its_options_through(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from kimicode.backends.k2.kernels import ptxas_report
+    from kimicode.cli import app
+
+    seen = []
+    monkeypatch.setattr(ptxas_report, "main", lambda argv: seen.append(argv) or 0)
+    path = str(tmp_path / "rows.json")
+    result = CliRunner().invoke(app, ["bench", "ptxas", "--arch", "80", "--json", path])
+    assert result.exit_code == 0, result.output
+    assert seen == [["--arch=80", "--json", path]]
