@@ -397,7 +397,12 @@ def fused_moe(
     gate_scale, stride_s = scales(experts.gate_scale, experts.gate)
     up_scale, _ = scales(experts.up_scale, experts.up)
     down_scale, down_stride_s = scales(experts.down_scale, experts.down)
-    formats = dict(FMT=FORMATS[experts.fmt], SCALE_N=experts.block[0], SCALE_K=experts.block[1])
+    constants = dict(  # both kernels'
+        FMT=FORMATS[experts.fmt], SCALE_N=experts.block[0], SCALE_K=experts.block[1],
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        UPCAST=INTERPRET, FP32_TILES=INTERPRET or x.dtype != torch.bfloat16,
+        WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
+    )
     k_per_split = triton.cdiv(triton.cdiv(inter, config.splits), config.block_k) * config.block_k
     x = x.contiguous()
     align = align_by_expert(ids, n_experts, config.block_m)
@@ -409,18 +414,14 @@ def fused_moe(
         x, stored(experts.gate), gate_scale, stored(experts.up), up_scale,
         align.pairs, align.block_experts, h,
         align.num_pairs, top_k, hidden, inter,
-        x.stride(0), experts.gate.stride(0), stride_s, h.stride(0), **formats,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET, FP32_TILES=INTERPRET or x.dtype != torch.bfloat16,
-        WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
+        x.stride(0), experts.gate.stride(0), stride_s, h.stride(0), **constants,
     )
     out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device)
     _down_kernel[(triton.cdiv(hidden, config.block_n), blocks, config.splits)](
         h, stored(experts.down), down_scale, align.pairs, align.block_experts,
         weights.float().contiguous(), out,
         align.num_pairs, top_k, hidden, inter, k_per_split,
-        h.stride(0), experts.down.stride(0), down_stride_s, out.stride(0), **formats,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k, UPCAST=INTERPRET, FP32_TILES=INTERPRET or x.dtype != torch.bfloat16,
-        WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
+        h.stride(0), experts.down.stride(0), down_stride_s, out.stride(0), **constants,
     )
     return out.to(x.dtype)
 
