@@ -29,9 +29,12 @@ def info(path: Annotated[Path, typer.Argument(help="Checkpoint folder (config.js
     from rich.console import Console
     from rich.table import Table
 
+    from kimicode.backends.k2.config import fused_moe_fits
     from kimicode.backends.k2.inventory import count_parameters, format_bytes, kv_cache_bytes_per_token, weight_bytes
 
     config = _config(path)
+    fp8_block = config.quant.fp8_block if config.quant.method == "fp8" else None
+    fused = fused_moe_fits(config.hidden_size, config.moe_intermediate_size, fp8_block)
     counts = count_parameters(config)
     console = Console()
     moe_layers = sum(config.is_moe_layer(i) for i in range(config.num_hidden_layers))
@@ -47,7 +50,9 @@ def info(path: Annotated[Path, typer.Argument(help="Checkpoint folder (config.js
         f"experts: {config.n_routed_experts} routed (top-{config.num_experts_per_tok}, "
         f"{config.n_group} groups, keep {config.topk_group}), {config.n_shared_experts} shared, "
         f"intermediate {config.moe_intermediate_size}\n"
-        f"stored as: {config.quant.method if config.quant.method != 'none' else 'bf16'}"
+        f"stored as: {config.quant.method if config.quant.method != 'none' else 'bf16'}\n"
+        + ("on a GPU: fused MoE kernels, decode as a CUDA graph" if fused else
+           "on a GPU: experts in a torch loop, no CUDA graph (widths not multiples of 32)")
     )
     table = Table("parameters", "count")
     for label, value in (("total", counts.total), ("activated per token", counts.activated),

@@ -91,6 +91,7 @@ def test_engine_info_counts_parameters_without_loading_torch(checkpoint):
     assert proc.stderr.strip() == "False"
     assert f"{total:,}" in proc.stdout
     assert "deepseek_v3" in proc.stdout and "4 layers (2 dense, 2 MoE)" in proc.stdout
+    assert "on a GPU: fused MoE kernels, decode as a CUDA graph" in proc.stdout
 
 
 def test_engine_info_on_a_non_k2_folder(tmp_path):
@@ -110,3 +111,13 @@ def test_engine_chat_reuses_the_cache_on_the_second_turn(checkpoint, tmp_path):
     cached = int(turns[1].split("(")[1].split()[0])
     first_prompt = int(turns[0][1:].split()[0])
     assert cached >= first_prompt
+
+
+def test_engine_info_says_when_the_experts_miss_the_fused_kernels(checkpoint, tmp_path):
+    import json
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "moe_intermediate_size": 48}))
+    proc = kimicode(tmp_path, "engine", "info", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "experts in a torch loop, no CUDA graph (widths not multiples of 32)" in proc.stdout

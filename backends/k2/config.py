@@ -28,6 +28,13 @@ class QuantConfig:
     int4_group: int = 32
 
 
+def fused_moe_fits(hidden: int, inter: int, fp8_block: tuple[int, int] | None = None) -> bool:
+    """Whether the fused MoE kernels can run these experts: they step K in blocks of at least 32
+    (an INT4 group), and FP8 tiles must stay inside a scale block. Otherwise a torch loop runs
+    them, without CUDA graphs."""
+    return hidden % 32 == 0 and inter % 32 == 0 and (fp8_block is None or fp8_block[1] % 32 == 0)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     model_type: str

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.bias import causal_lower_right
 
-from kimicode.backends.k2.config import ModelConfig
+from kimicode.backends.k2.config import ModelConfig, fused_moe_fits
 from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4
 
 # Triton kernels: "auto" uses them on CUDA tensors; "on" everywhere (the CPU tests run them
@@ -402,10 +402,8 @@ class Experts(nn.Module):
         return [("weight", (out_f, in_f), formats.dtype)]
 
     def kernel_can_run(self) -> bool:
-        """The fused kernels step K in blocks of at least 32 (an INT4 group; FP8 tiles stay
-        inside a scale block); other widths take the torch loop."""
         _, hidden, inter = self.stored_weights().shape
-        return hidden % 32 == 0 and inter % 32 == 0 and (self.fmt != "fp8" or self.block[1] % 32 == 0)
+        return fused_moe_fits(hidden, inter, self.block if self.fmt == "fp8" else None)
 
     def stored_weights(self):  # -> kernels.moe.ExpertWeights, the tensors as held, for the fused kernels
         from kimicode.backends.k2.kernels.moe import ExpertWeights
