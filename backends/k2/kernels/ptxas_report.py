@@ -193,6 +193,7 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
     picks the same tiles and compiles to the same kernels)."""
     from dataclasses import replace
 
+    from kimicode.backends.k2.engine import Engine
     from kimicode.backends.k2.kernels import fp8_linear, mla_decode, moe
     from kimicode.backends.k2.kernels.bench import K2, attention_projections
 
@@ -224,7 +225,7 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
             calls.append((f"moe {tokens} tok{label}", lambda x=x, w=weights, i=ids, c=variant: moe.fused_moe(x, w, i, experts, c)))
         for fmt, stored in (("fp8", fp8_experts), ("bf16", bf16_experts)):
             calls.append((f"moe {fmt} {tokens} tok", lambda x=x, w=weights, i=ids, e=stored: moe.fused_moe(x, w, i, e)))
-    capacity = 65536  # Engine.GRAPH_CACHE_TOKENS: the cache a captured decode step reads
+    capacity = Engine.GRAPH_CACHE_TOKENS  # the cache a captured decode step reads
     q_latent = torch.randn(1, s.heads, s.kv_lora, dtype=torch.bfloat16)
     q_pe = torch.randn(1, s.heads, s.rope, dtype=torch.bfloat16)
     kv, pe = stand_in((1, capacity, s.kv_lora), torch.bfloat16), stand_in((1, capacity, s.rope), torch.bfloat16)

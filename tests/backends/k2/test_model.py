@@ -326,7 +326,7 @@ def test_a_long_prompt_prefills_in_chunks_with_the_same_logits(long_engine, monk
     ids = torch.randint(2, 512, (130,), generator=torch.Generator().manual_seed(8)).tolist()
     full = engine.logits(torch.tensor([ids]))[0]
     chunks = []
-    engine.model.register_forward_pre_hook(lambda module, args: chunks.append((args[1], args[0].shape[1])))
+    hook = engine.model.register_forward_pre_hook(lambda module, args: chunks.append((args[1], args[0].shape[1])))
     monkeypatch.setattr(engine, "PREFILL_CHUNK", 32)
     try:
         engine.reset()
@@ -338,7 +338,7 @@ def test_a_long_prompt_prefills_in_chunks_with_the_same_logits(long_engine, monk
         assert (reused, chunks) == (100, [(100, 30)])
         assert relative_error(logits, full[129]) <= 1e-5
     finally:
-        engine.model._forward_pre_hooks.clear()
+        hook.remove()
 
 
 def test_an_interrupted_prefill_keeps_its_finished_chunks(long_engine, monkeypatch):
