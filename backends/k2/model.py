@@ -31,8 +31,9 @@ def use_kernels(tensor: torch.Tensor) -> bool:
     return KERNELS == "on" or (KERNELS == "auto" and tensor.is_cuda)
 
 
-SCORES_BUDGET = 256 * 1024**2  # bytes of attention scores one absorbed-attention chunk may hold
-# Bytes of per-head keys and values expanded attention may build (K2: ≈ 52K cached tokens).
+SCORES_BUDGET = 256 * 1024**2  # bytes of fp32 attention scores one chunk of queries may hold (torch ops)
+# Bytes of per-head keys and values expanded attention builds at once: up to it (K2: ≈ 52K
+# tokens of context) one fused-attention call; past it the context goes in slices.
 EXPANDED_BUDGET = 4 * 1024**3
 
 # How a linear weight is held in memory: "dense" (the compute dtype), "fp8" (block FP8
@@ -190,6 +191,7 @@ def expanded_bytes(config: ModelConfig, batch: int, total: int, dtype: torch.dty
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, formats: Formats):
         super().__init__()
+        self.config = config
         self.n_heads = config.num_attention_heads
         self.nope_dim, self.rope_dim = config.qk_nope_head_dim, config.qk_rope_head_dim
         self.v_dim, self.kv_rank = config.v_head_dim, config.kv_lora_rank
@@ -226,7 +228,7 @@ class Attention(nn.Module):
         if absorbed:
             out = self._absorbed(q_nope, q_pe, kv, pe, wkv_b, start)
         else:
-            out = self._expanded(q_nope, q_pe, kv, pe, wkv_b)
+            out = self._expanded(q_nope, q_pe, kv, pe, wkv_b, start)
         return self.o_proj(out.flatten(2))
 
     def kv_b(self, dtype: torch.dtype) -> torch.Tensor:
@@ -305,10 +307,13 @@ class Attention(nn.Module):
         out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
         return torch.einsum("bshc,hdc->bshd", out, wkv_b[:, self.nope_dim :])
 
-    def _expanded(self, q_nope, q_pe, kv, pe, wkv_b) -> torch.Tensor:
+    def _expanded(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
         """Prefill: expand the latent to per-head keys and values and use fused attention
-        (memory-efficient: the [seq, seq] score matrix is never materialised whole)."""
-        seq, end = q_nope.shape[1], kv.shape[1]
+        (memory-efficient: the [seq, seq] score matrix is never materialised whole). Past
+        EXPANDED_BUDGET bytes of keys and values, the context goes a slice at a time."""
+        batch, seq, end = q_nope.shape[0], q_nope.shape[1], kv.shape[1]
+        if expanded_bytes(self.config, batch, end, q_nope.dtype) > EXPANDED_BUDGET:
+            return self._expanded_in_slices(q_nope, q_pe, kv, pe, wkv_b, start)
         keys_values = torch.einsum("btc,hdc->bhtd", kv, wkv_b)
         k_nope, values = keys_values.split([self.nope_dim, self.v_dim], dim=-1)
         keys = torch.cat((k_nope, pe[:, None].expand(-1, self.n_heads, -1, -1)), dim=-1)
@@ -321,6 +326,41 @@ class Attention(nn.Module):
         mask = causal_lower_right(seq, end) if seq > 1 else None
         out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, scale=self.softmax_scale)
         return out[..., : self.v_dim].transpose(1, 2)
+
+    def _expanded_in_slices(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
+        """Expanded attention over a context too long to expand at once: kv_b expands one slice
+        of keys at a time (within EXPANDED_BUDGET bytes; the rope key stays shared, not copied
+        per head), and the slices' outputs merge exactly by their log-sum-exp. Memory stays
+        flat at any context, and each (query, key) pair costs nope + rope + v multiply-adds per
+        head against absorbed attention's 2·kv_rank + rope (K2: 320 against 1088)."""
+        from kimicode.backends.k2.kernels.mla_prefill import merge_by_lse
+
+        batch, end = q_nope.shape[0], kv.shape[1]
+        per_key = batch * self.n_heads * (self.nope_dim + self.v_dim) * q_nope.element_size()
+        span = max(1, EXPANDED_BUDGET // per_key)
+        out = lse = None
+        for first in range(0, end, span):
+            last = min(first + span, end)
+            k_nope, values = torch.einsum("btc,hdc->bthd", kv[:, first:last], wkv_b).split([self.nope_dim, self.v_dim], dim=-1)
+            part = self._attend_slice(q_nope, q_pe, k_nope, pe[:, first:last], values, start, first)
+            out, lse = part if out is None else merge_by_lse(out, lse, *part)
+        return out.to(q_nope.dtype)
+
+    def _attend_slice(self, q_nope, q_pe, k_nope, k_pe, values, start: int, key_first: int):
+        """(output, log-sum-exp) of the queries over one slice of expanded keys: the Triton
+        kernel, or torch ops a chunk of queries at a time within SCORES_BUDGET."""
+        from kimicode.backends.k2.kernels import mla_prefill
+
+        if use_kernels(q_nope):
+            return mla_prefill.mla_prefill(q_nope, q_pe, k_nope, k_pe, values, self.softmax_scale, start, key_first)
+        batch, seq, keys = q_nope.shape[0], q_nope.shape[1], k_nope.shape[1]
+        rows = max(1, SCORES_BUDGET // (batch * self.n_heads * keys * 4))
+        parts = [
+            mla_prefill.mla_prefill_reference(q_nope[:, first : first + rows], q_pe[:, first : first + rows], k_nope, k_pe,
+                                              values, self.softmax_scale, start + first, key_first)
+            for first in range(0, seq, rows)
+        ]
+        return torch.cat([out for out, _ in parts], dim=1), torch.cat([lse for _, lse in parts], dim=1)
 
 
 # ---------------------------------------------------------------- mixture of experts
@@ -521,10 +561,8 @@ class Transformer(nn.Module):
             raise ValueError(f"{start + seq} tokens do not fit the cache of {cache.max_len}")
         if batch > cache.batch:
             raise ValueError(f"batch {batch} exceeds the cache's batch {cache.batch}")
-        if absorbed is None:  # the cheaper path, unless expanding the cache would pass its budget
-            absorbed = absorbed_is_cheaper(self.config, seq, start + seq) or (
-                expanded_bytes(self.config, batch, start + seq, self.formats.dtype) > EXPANDED_BUDGET
-            )
+        if absorbed is None:
+            absorbed = absorbed_is_cheaper(self.config, seq, start + seq)
         device = self.embed_tokens.weight.device
         positions = torch.arange(start, start + seq, device=device)
         rope = rope_tables(self.config, self.inv_freq, positions)

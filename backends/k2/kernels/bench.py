@@ -356,13 +356,16 @@ def kernel_cases(bench: Bench) -> list[Case]:
     cases += [Case(f"moe decode 1 tok {fmt} experts", partial(moe_decode_stored, bench, fmt)) for fmt in ("fp8", "bf16")]
     cases.append(Case(f"moe prefill {s.prefill_tokens} tok", partial(moe_prefill, bench, experts, s.prefill_tokens)))
     cases += [Case(f"mla decode {context_name(n)} ctx", partial(mla_case, bench, n)) for n in s.contexts]
+    for cached in (0, s.contexts[-1] - s.prefill_tokens):
+        name = f"mla prefill {context_name(s.prefill_tokens)} new {context_name(cached)} cached"
+        cases.append(Case(name, partial(mla_prefill_case, bench, s.prefill_tokens, cached)))
     for name, (n_in, n_out) in attention_projections(s).items():
         cases.append(Case(f"fp8 {name} {n_in}->{n_out}", partial(fp8_case, bench, name, n_in, n_out)))
     return cases
 
 
 def context_name(tokens: int) -> str:
-    return f"{tokens // 1024}K" if tokens % 1024 == 0 else str(tokens)
+    return f"{tokens // 1024}K" if tokens and tokens % 1024 == 0 else str(tokens)
 
 
 def attention_projections(s: Shapes) -> dict[str, tuple[int, int]]:
@@ -489,6 +492,55 @@ def mla_case(bench: Bench, context: int) -> list[Row]:
         timing = bench.time(run)
         rows.append(Row(f"mla decode {context_name(context)} ctx{label}", check.text, timing.seconds, format_bytes(nbytes),
                         format_bandwidth(nbytes / timing.seconds), floor / timing.seconds, "", "-", timing.note(floor), check.failed))
+    return rows
+
+
+def mla_prefill_case(bench: Bench, new: int, cached: int) -> list[Row]:
+    """Expanded prefill attention, `new` queries after `cached` tokens (K2's 64 heads): PyTorch's
+    fused attention as the engine calls it within EXPANDED_BUDGET (keys with the rope part copied
+    into every head, values padded to the key width), against the Triton kernel, which reads
+    the shared rope key once and needs no padding, at a few tilings. The expansion by kv_b is
+    the same for both and left out."""
+    import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
+
+    from kimicode.backends.k2.kernels.mla_prefill import mla_prefill
+
+    s = bench.shapes
+    device = bench.device
+    total = cached + new
+    scale = (s.nope + s.rope) ** -0.5
+    q = torch.randn(1, new, s.heads, s.nope + s.rope, dtype=torch.bfloat16, device=device)
+    kv = torch.randn(1, total, s.heads, s.nope + s.v, dtype=torch.bfloat16, device=device)
+    k_pe = torch.randn(1, total, s.rope, dtype=torch.bfloat16, device=device)
+    q_nope, q_pe = q.split([s.nope, s.rope], dim=-1)
+    k_nope, v = kv.split([s.nope, s.v], dim=-1)
+
+    def fused_attention():
+        keys = torch.cat((k_nope, k_pe[:, :, None].expand(-1, -1, s.heads, -1)), dim=-1).transpose(1, 2)
+        values = F.pad(v, (0, s.rope + s.nope - s.v)).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, attn_mask=causal_lower_right(new, total), scale=scale)
+        return out[..., : s.v].transpose(1, 2)
+
+    want = fused_attention()
+    pairs = new * cached + new * (new + 1) // 2  # (query, key) pairs a causal mask leaves
+    flops = 2 * s.heads * pairs * (s.nope + s.rope + s.v)
+    floor = flops / bench.matmul_rate
+    variants = [("sdpa", fused_attention)]
+    for block_m, block_n, warps, stages in ((64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2)):
+        run = partial(mla_prefill, q_nope, q_pe, k_nope, k_pe, v, scale, cached, 0,
+                      block_m=block_m, block_n=block_n, num_warps=warps, num_stages=stages)
+        variants.append((f"{block_m}x{block_n}w{warps}", lambda run=run: run()[0]))  # the Triton kernel
+    rows, seconds = [], {}
+    for label, run in variants:
+        check = compare(run(), want) if label != "sdpa" else None
+        timing = bench.time(run)
+        seconds[label] = timing.seconds
+        rows.append(Row(f"mla prefill {context_name(new)}+{context_name(cached)} {label}", check.text if check else "-",
+                        timing.seconds, format_flops(flops, "FLOP"), format_flops(flops / timing.seconds), floor / timing.seconds,
+                        "", "-", timing.note(floor), bool(check and check.failed)))
+    fastest = min(seconds, key=seconds.get)
+    rows[0].note += f"; fastest: {fastest}, {seconds['sdpa'] / seconds[fastest]:.2f}x sdpa's speed"
     return rows
 
 

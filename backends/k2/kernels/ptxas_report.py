@@ -4,9 +4,9 @@
     python bench/k2_gpu.py ptxas ...             # the same from a plain checkout
 
 Runs on any machine, GPU or not. The real launch wrappers (`route`, `fused_moe`, `mla_decode`,
-`fp8_linear`) are called on K2-shaped inputs while Triton's driver is one that only compiles: a
-JIT hook records each launch's exact specialisation (signature, constexprs, pointer and stride
-alignment, warps, stages) and skips the launch. Each distinct one is then compiled for the
+`mla_prefill`, `fp8_linear`) are called on K2-shaped inputs while Triton's driver is one that
+only compiles: a JIT hook records each launch's exact specialisation (signature, constexprs,
+pointer and stride alignment, warps, stages) and skips the launch. Each distinct one is then compiled for the
 architecture (default sm_90a, Hopper) and ptxas's own report read: registers per thread, bytes
 spilled, and the shared memory the pipelined loops take. Occupancy follows from the
 architecture's per-SM limits.
@@ -194,7 +194,7 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
     from dataclasses import replace
 
     from kimicode.backends.k2.engine import Engine
-    from kimicode.backends.k2.kernels import fp8_linear, mla_decode, moe
+    from kimicode.backends.k2.kernels import fp8_linear, mla_decode, mla_prefill, moe
     from kimicode.backends.k2.kernels.bench import K2, attention_projections
 
     s = K2
@@ -231,6 +231,12 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
     kv, pe = stand_in((1, capacity, s.kv_lora), torch.bfloat16), stand_in((1, capacity, s.rope), torch.bfloat16)
     lengths = torch.full((1,), 4096, dtype=torch.int32)
     calls.append(("mla decode 64K cache", lambda: mla_decode.mla_decode(q_latent, q_pe, kv, pe, lengths, 0.1)))
+    # A prefill chunk over a context too long to expand at once: views of q and kv_b's output, as the model passes
+    q = stand_in((1, s.prefill_tokens, s.heads, s.nope + s.rope), torch.bfloat16)
+    keys_values = stand_in((1, 8 * s.prefill_tokens, s.heads, s.nope + s.v), torch.bfloat16)
+    k_pe = stand_in((1, 8 * s.prefill_tokens, s.rope), torch.bfloat16)
+    calls.append(("mla prefill 4K over 32K", lambda: mla_prefill.mla_prefill(
+        q[..., : s.nope], q[..., s.nope :], keys_values[..., : s.nope], k_pe, keys_values[..., s.nope :], 0.1, 7 * s.prefill_tokens, 0)))
     projections = {**attention_projections(s), "shared gate/up": (s.hidden, s.inter), "shared down": (s.inter, s.hidden),
                    "dense gate/up": (s.hidden, s.dense_inter), "dense down": (s.dense_inter, s.hidden)}
     for name, (n_in, n_out) in projections.items():
@@ -263,7 +269,7 @@ def report(arch: int = 90) -> list[Compiled]:
     return compiled
 
 
-COLUMNS = (("kernel", 18), ("launches", 34), ("warps", 6), ("stages", 7), ("regs", 5), ("spills", 7), ("smem", 9),
+COLUMNS = (("kernel", 20), ("launches", 34), ("warps", 6), ("stages", 7), ("regs", 5), ("spills", 7), ("smem", 9),
            ("blocks/SM", 10), ("warps/SM", 9))
 
 

@@ -267,27 +267,46 @@ def test_the_attention_path_is_the_cheaper_one_at_k2_shapes():
     assert per_token == 64 * (128 + 128 + 2 * 192) * 2
 
 
-def test_a_long_turn_after_a_prefix_is_expanded_within_the_budget(long_engine, monkeypatch):
+def test_a_long_turn_after_a_prefix_is_expanded_in_slices_past_the_budget(long_engine, monkeypatch):
+    """Past EXPANDED_BUDGET the context is expanded a slice at a time and the slices merged by
+    log-sum-exp: the same logits as one fused-attention pass, and never the absorbed path."""
     import kimicode.backends.k2.model as model
 
     calls = []
-    expanded = model.Attention._expanded
-
-    def record(self, *args):
-        calls.append(args[2].shape[1])  # the number of keys expanded
-        return expanded(self, *args)
-
-    monkeypatch.setattr(model.Attention, "_expanded", record)
+    for name in ("_absorbed", "_expanded_in_slices"):
+        method = getattr(model.Attention, name)
+        monkeypatch.setattr(model.Attention, name, lambda self, *a, m=method, n=name: calls.append((n, a[2].shape[1])) or m(self, *a))
     net, config = long_engine.model, long_engine.config
     ids = torch.randint(2, 512, (1, 220), generator=torch.Generator().manual_seed(7))
     cache = net.new_cache(1, 220)
     net(ids[:, :100], 0, cache)
-    net(ids[:, 100:160], 100, cache)  # tiny shapes: expanding beats absorbing from ≈43 new tokens
-    assert calls == [100] * len(net.layers) + [160] * len(net.layers)
-    calls.clear()
-    monkeypatch.setattr(model, "EXPANDED_BUDGET", model.expanded_bytes(config, 1, 219, torch.float32))
-    net(ids[:, 160:], 160, cache)  # 220 keys to expand: one token over the budget
-    assert calls == []
+    whole = net(ids[:, 100:220], 100, cache)
+    assert calls == []  # within the budget: one fused-attention pass
+    per_key = config.num_attention_heads * (config.qk_nope_head_dim + config.v_head_dim) * 4
+    monkeypatch.setattr(model, "EXPANDED_BUDGET", 45 * per_key)  # slices of 45 keys: 5 of them over 220
+    monkeypatch.setattr(model, "SCORES_BUDGET", 4 * config.num_attention_heads * 45 * 16)  # 16 queries per chunk
+    sliced = net(ids[:, 100:220], 100, cache)
+    assert calls == [("_expanded_in_slices", 220)] * len(net.layers)
+    assert relative_error(sliced, whole) <= 1e-5
+
+
+def test_sliced_attention_through_the_kernel_matches_the_torch_ops(long_engine, monkeypatch):
+    import kimicode.backends.k2.model as model
+
+    net, config = long_engine.model, long_engine.config
+    ids = torch.randint(2, 512, (1, 150), generator=torch.Generator().manual_seed(8))
+    per_key = config.num_attention_heads * (config.qk_nope_head_dim + config.v_head_dim) * 4
+    monkeypatch.setattr(model, "EXPANDED_BUDGET", 64 * per_key)
+    results = {}
+    for kernels in ("off", "on"):  # "on": the Triton kernel, interpreted
+        monkeypatch.setattr(model, "KERNELS", kernels)
+        cache = net.new_cache(1, 150)
+        net(ids[:, :90], 0, cache, absorbed=False)  # from position 0, in slices too
+        results[kernels] = net(ids[:, 90:], 90, cache, absorbed=False)
+    monkeypatch.setattr(model, "EXPANDED_BUDGET", 10**12)
+    whole = net(ids, 0, net.new_cache(1, 150), absorbed=False)[:, 90:]
+    assert relative_error(results["off"], whole) <= 1e-5
+    assert relative_error(results["on"], whole) <= 1e-5
 
 
 def test_absorbed_attention_in_small_chunks_is_unchanged(long_engine, monkeypatch):
