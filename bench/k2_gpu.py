@@ -2,7 +2,7 @@
 
     python bench/k2_gpu.py kernels|layer|e2e [--json PATH] [--reps N] [--only TEXT] [--tiny]
     python bench/k2_gpu.py ptxas [--arch 90] [--json PATH]     # no GPU needed
-    python bench/k2_gpu.py tests [PYTEST ARGS]                # the GPU-marked tests (CUDA graphs)
+    python bench/k2_gpu.py tests [PYTEST ARGS]                # the GPU tests (tests/**/test_*_gpu.py)
 
 The editable install maps the package `kimicode.backends` to the folder `backends/`. Without it,
 the mapping is made here, so the benchmark needs only torch and triton (transformers for the one
@@ -41,7 +41,8 @@ if __name__ == "__main__":
 
         os.environ["KIMICODE_GPU_TESTS"] = "1"  # compiled kernels, not Triton's interpreter
         # Only the GPU test modules: the others import packages a bare GPU image lacks.
-        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", str(ROOT / "tests/backends/k2/kernels/test_graphs_gpu.py"), *sys.argv[2:]]))
+        modules = sorted(str(path) for path in (ROOT / "tests/backends/k2/kernels").glob("test_*_gpu.py"))
+        sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", *modules, *sys.argv[2:]]))
     if sys.argv[1:2] == ["ptxas"]:
         from kimicode.backends.k2.kernels import ptxas_report
 

@@ -341,7 +341,9 @@ class Attention(nn.Module):
         out = lse = None
         for first in range(0, end, span):
             last = min(first + span, end)
-            k_nope, values = torch.einsum("btc,hdc->bthd", kv[:, first:last], wkv_b).split([self.nope_dim, self.v_dim], dim=-1)
+            # heads-major, as attention reads it: each head's keys are one contiguous run
+            keys_values = torch.einsum("btc,hdc->bhtd", kv[:, first:last], wkv_b).transpose(1, 2)
+            k_nope, values = keys_values.split([self.nope_dim, self.v_dim], dim=-1)
             part = self._attend_slice(q_nope, q_pe, k_nope, pe[:, first:last], values, start, first)
             out, lse = part if out is None else merge_by_lse(out, lse, *part)
         return out.to(q_nope.dtype)

@@ -25,6 +25,42 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _attend_block(
+    acc, m_i, l_i, qn, qp, q_pos, kn_ptr, kp_ptr, v_ptr, n0, keys, key_first, nope, rope, v_dim, scale_log2,
+    s_kn_t, s_kp_t, s_v_t,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
+    CAUSAL: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One block of keys into the running softmax (m_i, l_i: max and sum in log2 units).
+    CAUSAL: the block holds keys some rows must not see, or the slice's ragged end."""
+    n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = n < keys
+    rows = n[:, None].to(tl.int64)
+    d = tl.arange(0, BLOCK_D)
+    r = tl.arange(0, BLOCK_R)
+    e = tl.arange(0, BLOCK_V)
+    kn = tl.load(kn_ptr + rows * s_kn_t + d[None, :], mask=n_ok[:, None] & (d < nope)[None, :], other=0.0)
+    kp = tl.load(kp_ptr + rows * s_kp_t + r[None, :], mask=n_ok[:, None] & (r < rope)[None, :], other=0.0)
+    v = tl.load(v_ptr + rows * s_v_t + e[None, :], mask=n_ok[:, None] & (e < v_dim)[None, :], other=0.0)
+    if UPCAST:
+        kn = kn.to(tl.float32)
+        kp = kp.to(tl.float32)
+        v = v.to(tl.float32)
+    s = (tl.dot(qn, tl.trans(kn)) + tl.dot(qp, tl.trans(kp))) * scale_log2  # log2 units: exp2 below
+    if CAUSAL:
+        seen = ((key_first + n)[None, :] <= q_pos[:, None]) & n_ok[None, :]
+        s = tl.where(seen, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    # A row with no visible key yet keeps m = -inf; subtracting 0 keeps its terms 0, not NaN.
+    base = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - base)
+    p = tl.exp2(s - base[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _mla_prefill_kernel(
     qn_ptr, qp_ptr, kn_ptr, kp_ptr, v_ptr, out_ptr, lse_ptr,
     queries, keys, nope, rope, v_dim, query_first, key_first, scale_log2,
@@ -49,34 +85,23 @@ def _mla_prefill_kernel(
         qn = qn.to(tl.float32)
         qp = qp.to(tl.float32)
     q_pos = query_first + m
-    # Keys past the block's last query are hidden from every row: the loop stops before them.
+    kn_ptr += b * s_kn_b + h * s_kn_h
+    kp_ptr += b * s_kp_b
+    v_ptr += b * s_v_b + h * s_v_h
+    # Blocks every row sees whole (keys at or before the block's first query) need no mask;
+    # keys past its last query are hidden from every row, so the loop stops before them.
+    unmasked = tl.maximum(tl.minimum(keys, query_first + first_row - key_first + 1), 0) // BLOCK_N * BLOCK_N
     last_pos = query_first + tl.minimum(first_row + BLOCK_M, queries) - 1
     visible_keys = tl.minimum(keys, last_pos - key_first + 1)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, BLOCK_V), dtype=tl.float32)
-    for n0 in range(0, visible_keys, BLOCK_N):
-        n = n0 + tl.arange(0, BLOCK_N)
-        n_ok = n < keys
-        rows = n[:, None].to(tl.int64)
-        kn = tl.load(kn_ptr + b * s_kn_b + rows * s_kn_t + h * s_kn_h + d[None, :], mask=n_ok[:, None] & (d < nope)[None, :], other=0.0)
-        kp = tl.load(kp_ptr + b * s_kp_b + rows * s_kp_t + r[None, :], mask=n_ok[:, None] & (r < rope)[None, :], other=0.0)
-        v = tl.load(v_ptr + b * s_v_b + rows * s_v_t + h * s_v_h + e[None, :], mask=n_ok[:, None] & (e < v_dim)[None, :], other=0.0)
-        if UPCAST:
-            kn = kn.to(tl.float32)
-            kp = kp.to(tl.float32)
-            v = v.to(tl.float32)
-        s = (tl.dot(qn, tl.trans(kn)) + tl.dot(qp, tl.trans(kp))) * scale_log2  # log2 units: exp2 below
-        seen = (key_first + n)[None, :] <= q_pos[:, None]
-        s = tl.where(seen & n_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # A row with no visible key yet keeps m = -inf; subtracting 0 keeps its terms 0, not NaN.
-        base = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - base)
-        p = tl.exp2(s - base[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+    for n0 in range(0, unmasked, BLOCK_N):
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, qn, qp, q_pos, kn_ptr, kp_ptr, v_ptr, n0, keys, key_first, nope, rope, v_dim,
+                                      scale_log2, s_kn_t, s_kp_t, s_v_t, BLOCK_N, BLOCK_D, BLOCK_R, BLOCK_V, False, UPCAST)
+    for n0 in range(unmasked, visible_keys, BLOCK_N):
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, qn, qp, q_pos, kn_ptr, kp_ptr, v_ptr, n0, keys, key_first, nope, rope, v_dim,
+                                      scale_log2, s_kn_t, s_kp_t, s_v_t, BLOCK_N, BLOCK_D, BLOCK_R, BLOCK_V, True, UPCAST)
     has = l_i > 0
     safe_l = tl.where(has, l_i, 1.0)
     out = acc / safe_l[:, None]
@@ -139,17 +164,22 @@ def mla_prefill_reference(
     query_first: int,
     key_first: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same in torch ops, scores in memory ([batch, queries, heads, keys] fp32): the CPU
-    path calls it a slice of queries at a time."""
-    scores = torch.einsum("bqhd,bkhd->bqhk", q_nope, k_nope) + torch.einsum("bqhr,bkr->bqhk", q_pe, k_pe)
-    scores = scores.float() * scale
-    q_pos = torch.arange(query_first, query_first + q_nope.shape[1], device=q_nope.device)
-    k_pos = torch.arange(key_first, key_first + k_nope.shape[1], device=q_nope.device)
-    hidden = k_pos[None, :] > q_pos[:, None]
-    scores = scores.masked_fill(hidden[None, :, None, :], float("-inf"))
+    """The same in torch ops, scores in memory ([batch, heads, queries, keys] fp32): the CPU
+    path calls it a slice of queries at a time. Heads lead, so each product is one batched
+    matmul, and the scores are updated in place (one buffer, not four)."""
+    q_nope, q_pe, k_nope, v = (t.transpose(1, 2) for t in (q_nope, q_pe, k_nope, v))  # [batch, heads, tokens, width]
+    scores = (q_nope @ k_nope.transpose(-1, -2)).float()
+    scores += (q_pe @ k_pe[:, None].transpose(-1, -2)).float()
+    scores *= scale
+    queries, keys = q_nope.shape[2], k_nope.shape[2]
+    if key_first + keys - 1 > query_first:  # some key lies after some query
+        q_pos = torch.arange(query_first, query_first + queries, device=scores.device)
+        k_pos = torch.arange(key_first, key_first + keys, device=scores.device)
+        scores.masked_fill_(k_pos[None, :] > q_pos[:, None], float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.exp(scores - torch.where(lse.isinf(), 0.0, lse)[..., None])  # all-hidden rows: 0
-    return torch.einsum("bqhk,bkhe->bqhe", probs, v.float()), lse
+    scores.sub_(torch.where(lse.isinf(), 0.0, lse)[..., None]).exp_()  # probabilities; all-hidden rows: 0
+    out = scores @ v.float()
+    return out.transpose(1, 2), lse.transpose(1, 2)
 
 
 def merge_by_lse(
