@@ -31,7 +31,7 @@ def use_kernels(tensor: torch.Tensor) -> bool:
     return KERNELS == "on" or (KERNELS == "auto" and tensor.is_cuda)
 
 
-SCORES_BUDGET = 256 * 1024**2  # bytes of fp32 attention scores one chunk of queries may hold (torch ops)
+SCORES_BUDGET = 256 * 1024**2  # bytes of fp32 attention scores for one chunk of queries (torch ops)
 # Bytes of per-head keys and values expanded attention builds at once: up to it (K2: ≈ 52K
 # tokens of context) one fused-attention call; past it the context goes in slices.
 EXPANDED_BUDGET = 4 * 1024**3
@@ -282,16 +282,17 @@ class Attention(nn.Module):
 
     def _absorbed(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
         """Fold kv_b's key half into the query and its value half into the output, so
-        attention runs on the latent directly (per-head K and V never exist). Queries go
-        in chunks so the fp32 scores stay within SCORES_BUDGET bytes at any context."""
+        attention runs on the latent directly (per-head K and V never exist). The MLA decode
+        kernel takes every new token at once; the torch ops take queries in chunks so the
+        fp32 scores stay within SCORES_BUDGET bytes at any context."""
         seq, end = q_nope.shape[1], kv.shape[1]
         q_latent = torch.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, : self.nope_dim])
-        if seq == 1 and use_kernels(q_latent):
+        if use_kernels(q_latent):  # each new token over the cache up to its own position
             from kimicode.backends.k2.kernels.mla_decode import mla_decode
 
             lengths = torch.full((q_latent.shape[0],), end, dtype=torch.int32, device=kv.device)
-            out = mla_decode(q_latent[:, 0], q_pe[:, 0], kv, pe, lengths, self.softmax_scale)
-            return torch.einsum("bhc,hdc->bhd", out.to(q_nope.dtype), wkv_b[:, self.nope_dim :]).unsqueeze(1)
+            out = mla_decode(q_latent, q_pe, kv, pe, lengths, self.softmax_scale)
+            return torch.einsum("bshc,hdc->bshd", out.to(q_nope.dtype), wkv_b[:, self.nope_dim :])
         chunk = max(1, SCORES_BUDGET // (q_nope.shape[0] * self.n_heads * end * 4))
         outputs = []
         for first in range(0, seq, chunk):
@@ -336,13 +337,15 @@ class Attention(nn.Module):
         from kimicode.backends.k2.kernels.mla_prefill import merge_by_lse
 
         batch, end = q_nope.shape[0], kv.shape[1]
-        per_key = batch * self.n_heads * (self.nope_dim + self.v_dim) * q_nope.element_size()
+        # The kernel reads the slice in the compute dtype; the torch ops work in fp32 (a bf16
+        # product would round the scores before the softmax, and CPUs multiply fp32 faster).
+        dtype = q_nope.dtype if use_kernels(q_nope) else torch.float32
+        per_key = batch * self.n_heads * (self.nope_dim + self.v_dim) * dtype.itemsize
         span = max(1, EXPANDED_BUDGET // per_key)
         out = lse = None
         for first in range(0, end, span):
             last = min(first + span, end)
-            # heads-major, as attention reads it: each head's keys are one contiguous run
-            keys_values = torch.einsum("btc,hdc->bhtd", kv[:, first:last], wkv_b).transpose(1, 2)
+            keys_values = torch.einsum("btc,hdc->bthd", kv[:, first:last].to(dtype), wkv_b.to(dtype))
             k_nope, values = keys_values.split([self.nope_dim, self.v_dim], dim=-1)
             part = self._attend_slice(q_nope, q_pe, k_nope, pe[:, first:last], values, start, first)
             out, lse = part if out is None else merge_by_lse(out, lse, *part)
@@ -356,7 +359,7 @@ class Attention(nn.Module):
         if use_kernels(q_nope):
             return mla_prefill.mla_prefill(q_nope, q_pe, k_nope, k_pe, values, self.softmax_scale, start, key_first)
         batch, seq, keys = q_nope.shape[0], q_nope.shape[1], k_nope.shape[1]
-        rows = max(1, SCORES_BUDGET // (batch * self.n_heads * keys * 4))
+        rows = max(1, SCORES_BUDGET // (2 * batch * self.n_heads * keys * 4))  # two score buffers at the peak
         parts = [
             mla_prefill.mla_prefill_reference(q_nope[:, first : first + rows], q_pe[:, first : first + rows], k_nope, k_pe,
                                               values, self.softmax_scale, start + first, key_first)

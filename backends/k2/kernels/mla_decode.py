@@ -6,6 +6,11 @@ so every head reads the same 576 values per token (K2) and the cache is read onc
 step for all heads. The sequence is split across programs (split-K, flash-decoding
 style): each split writes a normalised partial and its log-sum-exp, and a second kernel
 merges the live ones. Lengths are read on the device, so a captured CUDA graph serves every step.
+
+The same kernels serve a short turn of several new tokens (absorbed attention is the cheaper
+path below ≈180 of them for K2): query t of T sees the cache up to its own position, and the
+programs of all T tokens over one split read the same stretch of cache, so it is read from
+memory about once while the [tokens, heads, keys] scores never exist.
 """
 
 from __future__ import annotations
@@ -22,26 +27,30 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 @triton.jit
 def _mla_decode_kernel(
     q_ptr, qpe_ptr, kv_ptr, pe_ptr, lengths_ptr, out_ptr, lse_ptr,
-    heads, latent, rope, split_len, scale,
-    stride_qb, stride_qh, stride_pb, stride_ph, stride_kb, stride_kt, stride_eb, stride_et,
-    stride_ob, stride_os, stride_oh, stride_lb, stride_ls,
+    tokens, heads, latent, rope, split_len, scale,
+    stride_qb, stride_qt, stride_qh, stride_pb, stride_pt, stride_ph, stride_kb, stride_kt, stride_eb, stride_et,
+    stride_ob, stride_os, stride_ot, stride_oh, stride_lb, stride_ls, stride_lt,
     BLOCK_H: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, UPCAST: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)  # int64: b·stride passes 2³¹ at batch 32 with a 128K cache
+    head_blocks = tl.cdiv(heads, BLOCK_H)
+    token = tl.program_id(1) // head_blocks
     split = tl.program_id(2)
-    length = tl.load(lengths_ptr + b)
+    length = tl.load(lengths_ptr + b) - (tokens - 1 - token)  # lengths count up to the last token
     start = split * split_len
-    if start >= length:  # past this sequence's end: nothing to write, the combine never reads it
+    if start >= length:  # past this query's position: nothing to write, the combine never reads it
         return
     end = tl.minimum(start + split_len, length)
-    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    h = (tl.program_id(1) % head_blocks) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = h < heads
     c = tl.arange(0, BLOCK_C)
     c_ok = c < latent
     r = tl.arange(0, BLOCK_R)
     r_ok = r < rope
-    q = tl.load(q_ptr + b * stride_qb + h[:, None] * stride_qh + c[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
-    qp = tl.load(qpe_ptr + b * stride_pb + h[:, None] * stride_ph + r[None, :], mask=h_ok[:, None] & r_ok[None, :], other=0.0)
+    q_ptr += b * stride_qb + token * stride_qt
+    qpe_ptr += b * stride_pb + token * stride_pt
+    q = tl.load(q_ptr + h[:, None] * stride_qh + c[None, :], mask=h_ok[:, None] & c_ok[None, :], other=0.0)
+    qp = tl.load(qpe_ptr + h[:, None] * stride_ph + r[None, :], mask=h_ok[:, None] & r_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
         qp = qp.to(tl.float32)
@@ -67,22 +76,26 @@ def _mla_decode_kernel(
     has = l > 0
     out = acc / tl.where(has, l, 1.0)[:, None]
     lse = tl.where(has, m + tl.log(tl.where(has, l, 1.0)), float("-inf"))
-    tl.store(out_ptr + b * stride_ob + split * stride_os + h[:, None] * stride_oh + c[None, :], out,
+    tl.store(out_ptr + b * stride_ob + split * stride_os + token * stride_ot + h[:, None] * stride_oh + c[None, :], out,
              mask=h_ok[:, None] & c_ok[None, :])
-    tl.store(lse_ptr + b * stride_lb + split * stride_ls + h, lse, mask=h_ok)
+    tl.store(lse_ptr + b * stride_lb + split * stride_ls + token * stride_lt + h, lse, mask=h_ok)
 
 
 @triton.jit
 def _combine_kernel(
-    part_ptr, lse_ptr, lengths_ptr, out_ptr, split_len, latent,
-    stride_pb, stride_ps, stride_ph, stride_lb, stride_ls, stride_ob, stride_oh,
+    part_ptr, lse_ptr, lengths_ptr, out_ptr, tokens, heads, split_len, latent,
+    stride_pb, stride_ps, stride_pt, stride_ph, stride_lb, stride_ls, stride_lt, stride_ob, stride_ot, stride_oh,
     BLOCK_C: tl.constexpr,
 ):
-    """Merge the live splits of one (sequence, head) by their log-sum-exp; reads only the
-    splits that hold tokens, so a large cache costs nothing at a short length."""
+    """Merge the live splits of one (sequence, token, head) by their log-sum-exp; reads only
+    the splits that hold tokens, so a large cache costs nothing at a short length."""
     b = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    live = tl.cdiv(tl.load(lengths_ptr + b), split_len)
+    token = tl.program_id(1) // heads
+    h = tl.program_id(1) % heads
+    live = tl.cdiv(tl.load(lengths_ptr + b) - (tokens - 1 - token), split_len)
+    part_ptr += token * stride_pt
+    lse_ptr += token * stride_lt
+    out_ptr += token * stride_ot
     c = tl.arange(0, BLOCK_C)
     c_ok = c < latent
     m = float("-inf")
@@ -100,6 +113,16 @@ def _combine_kernel(
     tl.store(out_ptr + b * stride_ob + h * stride_oh + c, acc / total, mask=c_ok)
 
 
+PARTIALS_BUDGET = 256 * 1024**2  # bytes of fp32 split partials a turn of several tokens may hold
+
+
+def split_length(capacity: int, bytes_per_split: int, split_len: int, block_t: int) -> int:
+    """Cache slots per split: at least `split_len`, more when that many splits' partials would
+    pass PARTIALS_BUDGET; a multiple of `block_t`."""
+    split_len = max(split_len, triton.cdiv(capacity, max(1, PARTIALS_BUDGET // bytes_per_split)))
+    return triton.cdiv(split_len, block_t) * block_t
+
+
 def mla_decode(
     q_latent: torch.Tensor,
     q_pe: torch.Tensor,
@@ -113,47 +136,65 @@ def mla_decode(
     block_h: int = 16,
     num_stages: int = 2,
 ) -> torch.Tensor:
-    """Attention output in latent space [batch, heads, kv_lora] (fp32) for one new token per
-    sequence. kv_cache [batch, capacity, kv_lora], pe_cache [batch, capacity, rope];
-    lengths [batch] int32: cached tokens to attend to, the new one included.
+    """Attention output in latent space (fp32): [batch, heads, kv_lora] for one new token per
+    sequence (q_latent [batch, heads, kv_lora], q_pe [batch, heads, rope]), or [batch, tokens,
+    heads, kv_lora] for the last `tokens` positions of each sequence (q_latent [batch, tokens,
+    heads, kv_lora]; token t sees the cache up to length - tokens + t + 1). kv_cache [batch,
+    capacity, kv_lora], pe_cache [batch, capacity, rope]; lengths [batch] int32: cached tokens
+    to attend to, the new ones included.
 
     The grid covers the whole capacity (the lengths live on the GPU); programs past a
-    sequence's length return at once. `split_len` tokens per program: at 4K tokens and 64
-    heads that is 128 programs, at 32K a thousand. Two pipeline stages take 92 KiB of shared
+    query's length return at once. `split_len` tokens per program: at 4K tokens and 64
+    heads that is 128 programs, at 32K a thousand; several tokens use longer splits so the
+    partials stay within PARTIALS_BUDGET. Two pipeline stages take 92 KiB of shared
     memory: it fits the 99 KiB of sm_86/89 and A100's 163 KiB, and two blocks share an H100 SM
     (Triton's default of three takes 164 KiB: one block per H100 SM, and no launch elsewhere;
     `kimicode bench ptxas` reports each)."""
-    batch, heads, latent = q_latent.shape
+    one_token = q_latent.dim() == 3
+    if one_token:
+        q_latent, q_pe = q_latent[:, None], q_pe[:, None]
+    batch, tokens, heads, latent = q_latent.shape
     rope = q_pe.shape[-1]
-    split_len = triton.cdiv(split_len, block_t) * block_t
-    splits = triton.cdiv(kv_cache.shape[1], split_len)
+    capacity = kv_cache.shape[1]
+    split_len = split_length(capacity, batch * tokens * heads * latent * 4, split_len, block_t)
+    splits = triton.cdiv(capacity, split_len)
     lengths = lengths.to(torch.int32)
-    partials = torch.empty(batch, splits, heads, latent, dtype=torch.float32, device=q_latent.device)
-    lse = torch.empty(batch, splits, heads, dtype=torch.float32, device=q_latent.device)
-    _mla_decode_kernel[(batch, triton.cdiv(heads, block_h), splits)](
+    partials = torch.empty(batch, splits, tokens, heads, latent, dtype=torch.float32, device=q_latent.device)
+    lse = torch.empty(batch, splits, tokens, heads, dtype=torch.float32, device=q_latent.device)
+    _mla_decode_kernel[(batch, tokens * triton.cdiv(heads, block_h), splits)](
         q_latent, q_pe, kv_cache, pe_cache, lengths, partials, lse,
-        heads, latent, rope, split_len, float(scale),
-        q_latent.stride(0), q_latent.stride(1), q_pe.stride(0), q_pe.stride(1),
+        tokens, heads, latent, rope, split_len, float(scale),
+        *q_latent.stride()[:3], *q_pe.stride()[:3],
         kv_cache.stride(0), kv_cache.stride(1), pe_cache.stride(0), pe_cache.stride(1),
-        partials.stride(0), partials.stride(1), partials.stride(2), lse.stride(0), lse.stride(1),
+        *partials.stride()[:4], *lse.stride()[:3],
         BLOCK_H=block_h, BLOCK_T=block_t, BLOCK_C=triton.next_power_of_2(latent),
         BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET, num_stages=num_stages,
     )
-    out = torch.empty(batch, heads, latent, dtype=torch.float32, device=q_latent.device)
-    _combine_kernel[(batch, heads)](
-        partials, lse, lengths, out, split_len, latent,
-        partials.stride(0), partials.stride(1), partials.stride(2), lse.stride(0), lse.stride(1),
-        out.stride(0), out.stride(1), BLOCK_C=triton.next_power_of_2(latent),
+    out = torch.empty(batch, tokens, heads, latent, dtype=torch.float32, device=q_latent.device)
+    _combine_kernel[(batch, tokens * heads)](
+        partials, lse, lengths, out, tokens, heads, split_len, latent,
+        partials.stride(0), partials.stride(1), partials.stride(2), partials.stride(3), lse.stride(0), lse.stride(1),
+        lse.stride(2), out.stride(0), out.stride(1), out.stride(2), BLOCK_C=triton.next_power_of_2(latent),
     )
-    return out
+    return out[:, 0] if one_token else out
 
 
 def mla_decode_reference(
     q_latent: torch.Tensor, q_pe: torch.Tensor, kv_cache: torch.Tensor, pe_cache: torch.Tensor, lengths: torch.Tensor, scale: float
 ) -> torch.Tensor:
+    """The same in torch ops, one query at a time; shapes as `mla_decode`'s."""
+    one_token = q_latent.dim() == 3
+    if one_token:
+        q_latent, q_pe = q_latent[:, None], q_pe[:, None]
+    tokens = q_latent.shape[1]
     outputs = []
     for b, length in enumerate(lengths.tolist()):
-        kv, pe = kv_cache[b, :length].float(), pe_cache[b, :length].float()
-        scores = (q_latent[b].float() @ kv.T + q_pe[b].float() @ pe.T) * scale
-        outputs.append(scores.softmax(-1) @ kv)
-    return torch.stack(outputs)
+        rows = []
+        for t in range(tokens):
+            seen = length - tokens + t + 1
+            kv, pe = kv_cache[b, :seen].float(), pe_cache[b, :seen].float()
+            scores = (q_latent[b, t].float() @ kv.T + q_pe[b, t].float() @ pe.T) * scale
+            rows.append(scores.softmax(-1) @ kv)
+        outputs.append(torch.stack(rows))
+    out = torch.stack(outputs)
+    return out[:, 0] if one_token else out

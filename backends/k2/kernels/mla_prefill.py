@@ -2,7 +2,7 @@
 
 A prefill of many new tokens is cheaper expanded than absorbed (see `model.absorbed_is_cheaper`):
 kv_b turns each cached latent into per-head keys (`k_nope`) and values, and the rope key stays
-shared by all heads, so it is read once per token rather than copied into every head. Queries
+shared by all heads: stored once per token, not copied into every head. Queries
 go in blocks of rows for one head; keys stream through in blocks with an online softmax, and
 the [queries, keys] scores never exist in memory.
 
@@ -31,7 +31,8 @@ def _attend_block(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
     CAUSAL: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One block of keys into the running softmax (m_i, l_i: max and sum in log2 units).
+    """One block of keys into the running softmax (m_i: the running max, in log2 units;
+    l_i: the running sum of 2^(s - m_i)).
     CAUSAL: the block holds keys some rows must not see, or the slice's ragged end."""
     n = n0 + tl.arange(0, BLOCK_N)
     n_ok = n < keys
@@ -164,12 +165,13 @@ def mla_prefill_reference(
     query_first: int,
     key_first: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same in torch ops, scores in memory ([batch, heads, queries, keys] fp32): the CPU
+    """The same in torch ops, in fp32 (inputs are upcast), scores in memory: [batch, heads,
+    queries, keys] fp32, twice at the peak (the rope product before it is added). The CPU
     path calls it a slice of queries at a time. Heads lead, so each product is one batched
-    matmul, and the scores are updated in place (one buffer, not four)."""
-    q_nope, q_pe, k_nope, v = (t.transpose(1, 2) for t in (q_nope, q_pe, k_nope, v))  # [batch, heads, tokens, width]
-    scores = (q_nope @ k_nope.transpose(-1, -2)).float()
-    scores += (q_pe @ k_pe[:, None].transpose(-1, -2)).float()
+    matmul, and the scores are updated in place."""
+    q_nope, q_pe, k_nope, v = (t.transpose(1, 2).float() for t in (q_nope, q_pe, k_nope, v))  # [batch, heads, tokens, width]
+    scores = q_nope @ k_nope.transpose(-1, -2)
+    scores += q_pe @ k_pe[:, None].float().transpose(-1, -2)
     scores *= scale
     queries, keys = q_nope.shape[2], k_nope.shape[2]
     if key_first + keys - 1 > query_first:  # some key lies after some query
@@ -178,7 +180,7 @@ def mla_prefill_reference(
         scores.masked_fill_(k_pos[None, :] > q_pos[:, None], float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
     scores.sub_(torch.where(lse.isinf(), 0.0, lse)[..., None]).exp_()  # probabilities; all-hidden rows: 0
-    out = scores @ v.float()
+    out = scores @ v
     return out.transpose(1, 2), lse.transpose(1, 2)
 
 

@@ -231,6 +231,9 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
     kv, pe = stand_in((1, capacity, s.kv_lora), torch.bfloat16), stand_in((1, capacity, s.rope), torch.bfloat16)
     lengths = torch.full((1,), 4096, dtype=torch.int32)
     calls.append(("mla decode 64K cache", lambda: mla_decode.mla_decode(q_latent, q_pe, kv, pe, lengths, 0.1)))
+    turn = 180  # an absorbed turn: every new token in one launch
+    q_turn, q_pe_turn = torch.randn(1, turn, s.heads, s.kv_lora, dtype=torch.bfloat16), torch.randn(1, turn, s.heads, s.rope, dtype=torch.bfloat16)
+    calls.append(("mla 180-token turn", lambda: mla_decode.mla_decode(q_turn, q_pe_turn, kv[:, :30180], pe[:, :30180], lengths, 0.1)))
     # A prefill chunk over a context too long to expand at once: views of q and kv_b's output, as the model passes
     q = stand_in((1, s.prefill_tokens, s.heads, s.nope + s.rope), torch.bfloat16)
     keys_values = stand_in((1, 8 * s.prefill_tokens, s.heads, s.nope + s.v), torch.bfloat16)

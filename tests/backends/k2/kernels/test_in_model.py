@@ -60,3 +60,25 @@ def test_expert_widths_the_kernels_cannot_step_take_the_torch_loop(tmp_path, mon
     assert seen == []
     for a, b in zip(got, expected):
         assert float((a - b).abs().max() / b.abs().max()) < 1e-4
+
+
+def test_a_short_turn_after_a_prefix_takes_the_mla_kernel(checkpoints, monkeypatch):
+    """A few new tokens after a cached prefix go absorbed; with kernels on, all of them through
+    one MLA decode launch per layer (each token causal over the cache), equal to the torch ops."""
+    import kimicode.backends.k2.kernels.mla_decode as mla
+
+    engine = Engine.from_pretrained(checkpoints[2], dtype=torch.float32, progress=False)
+    net = engine.model
+    assert model.absorbed_is_cheaper(engine.config, 5, 30)
+    ids = torch.randint(2, 512, (1, 30), generator=torch.Generator().manual_seed(5))
+    launches, decode = [], mla.mla_decode
+    monkeypatch.setattr(mla, "mla_decode", lambda q, *a, **k: launches.append(tuple(q.shape)) or decode(q, *a, **k))
+    turns = {}
+    for kernels in ("off", "on"):
+        monkeypatch.setattr(model, "KERNELS", kernels)
+        cache = net.new_cache(1, 30)
+        net(ids[:, :25], 0, cache)
+        turns[kernels] = net(ids[:, 25:], 25, cache)
+    heads, latent = engine.config.num_attention_heads, engine.config.kv_lora_rank
+    assert launches == [(1, 5, heads, latent)] * len(net.layers)
+    assert float((turns["on"] - turns["off"]).abs().max() / turns["off"].abs().max()) < 1e-4

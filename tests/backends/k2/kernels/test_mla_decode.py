@@ -40,3 +40,35 @@ def test_the_model_decode_step_matches_through_the_kernel():
     expected = torch.einsum("bht,btc->bhc", (scores * 0.1).softmax(-1), kv)
     out = mla_decode(q, qp, kv, pe, lengths, 0.1, split_len=32, block_t=16, block_h=4)
     assert float((out - expected).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("split_len", [16, 64])
+def test_several_new_tokens_each_see_the_cache_up_to_their_own_position(split_len):
+    """A short turn by the absorbed path: 6 queries per sequence, the last at `lengths`."""
+    g = torch.Generator().manual_seed(3)
+    q, qp = torch.randn(2, 6, 5, 32, generator=g), torch.randn(2, 6, 5, 8, generator=g)
+    kv, pe = torch.randn(2, 90, 32, generator=g), torch.randn(2, 90, 8, generator=g)
+    lengths = torch.tensor([90, 6], dtype=torch.int32)  # the second: the turn is the whole sequence
+    out = mla_decode(q, qp, kv, pe, lengths, 0.13, split_len=split_len, block_t=16, block_h=4)
+    expected = mla_decode_reference(q, qp, kv, pe, lengths, 0.13)
+    assert out.shape == (2, 6, 5, 32)
+    assert float((out - expected).abs().max()) < 1e-5
+    assert torch.allclose(out[1, 0], kv[1, :1].expand(5, 32), atol=1e-6)  # its first token sees only itself
+    # each token's row differs from the one computed with the whole cache visible
+    whole = mla_decode(q[:, 0], qp[:, 0], kv, pe, lengths, 0.13, split_len=split_len, block_t=16, block_h=4)
+    assert float((out[0, 0] - whole[0]).abs().max()) > 1e-3
+
+
+def test_a_long_turn_takes_longer_splits_within_the_partials_budget(monkeypatch):
+    import kimicode.backends.k2.kernels.mla_decode as mla
+
+    g = torch.Generator().manual_seed(4)
+    q, qp = torch.randn(1, 7, 3, 16, generator=g), torch.randn(1, 7, 3, 8, generator=g)
+    kv, pe = torch.randn(1, 200, 16, generator=g), torch.randn(1, 200, 8, generator=g)
+    lengths = torch.tensor([150], dtype=torch.int32)
+    assert mla.split_length(65536, 64 * 512 * 4, 128, 64) == 128  # one decode token at K2's shape: as before
+    assert mla.split_length(65536, 180 * 64 * 512 * 4, 128, 64) == 6016  # a 180-token turn: 11 splits
+    monkeypatch.setattr(mla, "PARTIALS_BUDGET", 7 * 3 * 16 * 4 * 3)  # room for 3 splits' partials
+    assert mla.split_length(200, 7 * 3 * 16 * 4, 16, 16) == 80  # 3 splits of 80 slots, not 13 of 16
+    out = mla.mla_decode(q, qp, kv, pe, lengths, 0.2, split_len=16, block_t=16, block_h=2)
+    assert float((out - mla_decode_reference(q, qp, kv, pe, lengths, 0.2)).abs().max()) < 1e-5

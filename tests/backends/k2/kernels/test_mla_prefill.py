@@ -49,6 +49,11 @@ def test_the_reference_is_pytorchs_causal_attention():
         (37, 87, 50, 0),  # 37 new tokens after 50 cached ones: lower-right causal
         (20, 40, 100, 0),  # a slice of the cache wholly before the queries: nothing hidden
         (33, 48, 10, 30),  # a slice that starts after some queries: their rows see nothing
+        # query_first - key_first ≡ block - 2: a mask-free bound one key too far would let the
+        # first row of each block see its next key
+        (40, 54, 14, 0),
+        (33, 80, 30, 0),
+        (20, 20, 5, 5),  # the slice starts at the first query: row 0 sees only its own key
     ],
 )
 def test_the_kernel_matches_the_reference(queries, keys, query_first, key_first):
@@ -59,6 +64,8 @@ def test_the_kernel_matches_the_reference(queries, keys, query_first, key_first)
     assert max_error(out, want_out) < 1e-5
     seen = ~want_lse.isinf()
     assert max_error(lse[seen], want_lse[seen]) < 1e-5
+    if key_first == query_first:
+        assert torch.allclose(out[:, 0], args[4][:, 0].float(), atol=1e-6)
     if key_first > query_first:
         assert bool(lse[:, : key_first - query_first].isinf().all()) and not bool(out[:, : key_first - query_first].any())
 

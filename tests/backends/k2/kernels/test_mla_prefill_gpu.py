@@ -12,7 +12,7 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize(("queries", "keys", "query_first", "key_first"), [(300, 1000, 700, 0), (257, 513, 4000, 3700)])
+@pytest.mark.parametrize(("queries", "keys", "query_first", "key_first"), [(300, 1000, 700, 0), (257, 513, 4000, 3700), (300, 362, 62, 0)])  # 62 ≡ block - 2
 def test_the_compiled_kernel_matches_the_reference_at_k2_head_widths(queries, keys, query_first, key_first):
     from kimicode.backends.k2.kernels.mla_prefill import mla_prefill, mla_prefill_reference
 
