@@ -62,18 +62,19 @@ class Shapes:
     layer_context: int
     turn: tuple[int, int]  # e2e prefix-cache turn: (cached, new) tokens
     turn_new: tuple[int, ...]  # layer: new tokens after turn[0] cached ones, attention by both paths
+    turn_tokens: tuple[int, ...]  # kernels: absorbed turns through the MLA kernel, after turn[0] cached
     prompt: int  # e2e decode: tokens in the cache before decoding
     max_len: int
 
 
 K2 = Shapes(hidden=7168, experts=384, top_k=8, inter=2048, dense_inter=18432, heads=64, q_lora=1536, kv_lora=512,
             rope=64, nope=128, v=128, vocab=163840, decode_tokens=(1, 8, 16, 64), prefill_tokens=4096,
-            contexts=(4096, 32768), layer_context=4096, turn=(30000, 500), turn_new=(64, 186, 512, 2048), prompt=128,
+            contexts=(4096, 32768), layer_context=4096, turn=(30000, 500), turn_new=(64, 186, 512, 2048), turn_tokens=(16, 64, 180), prompt=128,
             max_len=131072)
 # Everything a multiple of the kernels' blocks, small enough for the interpreter.
 TINY = Shapes(hidden=64, experts=8, top_k=2, inter=64, dense_inter=128, heads=4, q_lora=32, kv_lora=32,
               rope=16, nope=16, v=16, vocab=512, decode_tokens=(1, 8), prefill_tokens=64,
-              contexts=(64, 256), layer_context=64, turn=(64, 8), turn_new=(8, 64), prompt=16, max_len=1024)
+              contexts=(64, 256), layer_context=64, turn=(64, 8), turn_new=(8, 64), turn_tokens=(8,), prompt=16, max_len=1024)
 
 
 # ---------------------------------------------------------------- rows and the table
@@ -356,6 +357,7 @@ def kernel_cases(bench: Bench) -> list[Case]:
     cases += [Case(f"moe decode 1 tok {fmt} experts", partial(moe_decode_stored, bench, fmt)) for fmt in ("fp8", "bf16")]
     cases.append(Case(f"moe prefill {s.prefill_tokens} tok", partial(moe_prefill, bench, experts, s.prefill_tokens)))
     cases += [Case(f"mla decode {context_name(n)} ctx", partial(mla_case, bench, n)) for n in s.contexts]
+    cases += [Case(f"mla turn {t} tok", partial(mla_turn_case, bench, t, s.turn[0])) for t in s.turn_tokens]
     for cached in (0, s.contexts[-1] - s.prefill_tokens):
         name = f"mla prefill {context_name(s.prefill_tokens)} new {context_name(cached)} cached"
         cases.append(Case(name, partial(mla_prefill_case, bench, s.prefill_tokens, cached)))
@@ -492,6 +494,35 @@ def mla_case(bench: Bench, context: int) -> list[Row]:
         timing = bench.time(run)
         rows.append(Row(f"mla decode {context_name(context)} ctx{label}", check.text, timing.seconds, format_bytes(nbytes),
                         format_bandwidth(nbytes / timing.seconds), floor / timing.seconds, "", "-", timing.note(floor), check.failed))
+    return rows
+
+
+def mla_turn_case(bench: Bench, tokens: int, context: int) -> list[Row]:
+    """A short turn by the absorbed path: `tokens` new queries (64 heads, latent 512 + rope 64)
+    over a `context`-token cache in one MLA decode launch, at the default 16 heads per program
+    and at 32 and 64 (more rows share each key block read; 8 warps, no spills on sm_90)."""
+    from kimicode.backends.k2.kernels import mla_decode as mla
+
+    s = bench.shapes
+    device = bench.device
+    q_latent = torch.randn(1, tokens, s.heads, s.kv_lora, dtype=torch.bfloat16, device=device)
+    q_pe = torch.randn(1, tokens, s.heads, s.rope, dtype=torch.bfloat16, device=device)
+    kv = torch.randn(1, context, s.kv_lora, dtype=torch.bfloat16, device=device)
+    pe = torch.randn(1, context, s.rope, dtype=torch.bfloat16, device=device)
+    lengths = torch.full((1,), context, dtype=torch.int32, device=device)
+    scale = (s.nope + s.rope) ** -0.5
+    want = mla.mla_decode_reference(q_latent, q_pe, kv, pe, lengths, scale)
+    pairs = tokens * (context - tokens) + tokens * (tokens + 1) // 2
+    flops = 2 * s.heads * pairs * (2 * s.kv_lora + s.rope)
+    floor = flops / bench.matmul_rate
+    rows = []
+    for block_h, block_t, warps in ((16, 64, 4), (32, 32, 8), (64, 16, 8)):
+        run = partial(mla.mla_decode, q_latent, q_pe, kv, pe, lengths, scale, block_h=block_h, block_t=block_t, num_warps=warps)
+        check = compare(run(), want)
+        timing = bench.time(run)
+        rows.append(Row(f"mla turn {tokens} tok {context_name(context)} h{block_h}", check.text, timing.seconds,
+                        format_flops(flops, "FLOP"), format_flops(flops / timing.seconds), floor / timing.seconds, "", "-",
+                        timing.note(floor), check.failed))
     return rows
 
 

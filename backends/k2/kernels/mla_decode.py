@@ -134,6 +134,7 @@ def mla_decode(
     split_len: int = 128,
     block_t: int = 64,
     block_h: int = 16,
+    num_warps: int = 4,
     num_stages: int = 2,
 ) -> torch.Tensor:
     """Attention output in latent space (fp32): [batch, heads, kv_lora] for one new token per
@@ -168,7 +169,7 @@ def mla_decode(
         kv_cache.stride(0), kv_cache.stride(1), pe_cache.stride(0), pe_cache.stride(1),
         *partials.stride()[:4], *lse.stride()[:3],
         BLOCK_H=block_h, BLOCK_T=block_t, BLOCK_C=triton.next_power_of_2(latent),
-        BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET, num_stages=num_stages,
+        BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET, num_warps=num_warps, num_stages=num_stages,
     )
     out = torch.empty(batch, tokens, heads, latent, dtype=torch.float32, device=q_latent.device)
     _combine_kernel[(batch, tokens * heads)](

@@ -31,7 +31,7 @@ def test_kernels_dry_run(capsys, tmp_path):
     rows = table_rows(capsys.readouterr().out)
     expected = ["moe decode 1 tok", "moe decode 8 tok", "moe decode 1 tok fp8 experts", "moe decode 1 tok bf16 experts",
                 "moe prefill 64 tok", "mla decode 64 ctx", "mla decode 64 ctx (3 stages)", "mla decode 256 ctx",
-                "mla prefill 64+0 64x64w4", "mla prefill 64+192 128x64w8", "mla prefill 64+192 sdpa",
+                "mla turn 8 tok 64 h16", "mla turn 8 tok 64 h64", "mla prefill 64+0 64x64w4", "mla prefill 64+192 128x64w8", "mla prefill 64+192 sdpa",
                 "fp8 q_a 64->32", "bf16 q_a 64->32", "fp8 q_b 32->128", "fp8 kv_a 64->48", "fp8 o 64->64"]
     for case in expected:
         assert case in rows, case
