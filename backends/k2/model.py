@@ -32,6 +32,7 @@ def use_kernels(tensor: torch.Tensor) -> bool:
 
 
 SCORES_BUDGET = 256 * 1024**2  # bytes of fp32 attention scores for one chunk of queries (torch ops)
+KERNEL_TURN_TOKENS = 256  # new tokens per MLA-kernel launch on the absorbed path (bounds its partials)
 # Bytes of per-head keys and values expanded attention builds at once: up to it (K2: ≈ 52K
 # tokens of context) one fused-attention call; past it the context goes in slices.
 EXPANDED_BUDGET = 4 * 1024**3
@@ -290,8 +291,12 @@ class Attention(nn.Module):
         if use_kernels(q_latent):  # each new token over the cache up to its own position
             from kimicode.backends.k2.kernels.mla_decode import mla_decode
 
-            lengths = torch.full((q_latent.shape[0],), end, dtype=torch.int32, device=kv.device)
-            out = mla_decode(q_latent, q_pe, kv, pe, lengths, self.softmax_scale)
+            parts = []
+            for first in range(0, seq, KERNEL_TURN_TOKENS):
+                last = min(first + KERNEL_TURN_TOKENS, seq)
+                lengths = torch.full((q_latent.shape[0],), start + last, dtype=torch.int32, device=kv.device)
+                parts.append(mla_decode(q_latent[:, first:last], q_pe[:, first:last], kv, pe, lengths, self.softmax_scale))
+            out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             return torch.einsum("bshc,hdc->bshd", out.to(q_nope.dtype), wkv_b[:, self.nope_dim :])
         chunk = max(1, SCORES_BUDGET // (q_nope.shape[0] * self.n_heads * end * 4))
         outputs = []

@@ -32,16 +32,18 @@ def _mla_decode_kernel(
     stride_ob, stride_os, stride_ot, stride_oh, stride_lb, stride_ls, stride_lt,
     BLOCK_H: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)  # int64: b·stride passes 2³¹ at batch 32 with a 128K cache
+    # Axis 0 (tokens × head blocks, no 65,535 limit) runs fastest: neighbouring programs read
+    # the same stretch of cache, which stays in L2 for all of them.
     head_blocks = tl.cdiv(heads, BLOCK_H)
-    token = tl.program_id(1) // head_blocks
+    token = tl.program_id(0) // head_blocks
+    b = tl.program_id(1).to(tl.int64)  # int64: b·stride passes 2³¹ at batch 32 with a 128K cache
     split = tl.program_id(2)
     length = tl.load(lengths_ptr + b) - (tokens - 1 - token)  # lengths count up to the last token
     start = split * split_len
     if start >= length:  # past this query's position: nothing to write, the combine never reads it
         return
     end = tl.minimum(start + split_len, length)
-    h = (tl.program_id(1) % head_blocks) * BLOCK_H + tl.arange(0, BLOCK_H)
+    h = (tl.program_id(0) % head_blocks) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = h < heads
     c = tl.arange(0, BLOCK_C)
     c_ok = c < latent
@@ -89,9 +91,9 @@ def _combine_kernel(
 ):
     """Merge the live splits of one (sequence, token, head) by their log-sum-exp; reads only
     the splits that hold tokens, so a large cache costs nothing at a short length."""
-    b = tl.program_id(0).to(tl.int64)
-    token = tl.program_id(1) // heads
-    h = tl.program_id(1) % heads
+    token = tl.program_id(0) // heads
+    h = tl.program_id(0) % heads
+    b = tl.program_id(1).to(tl.int64)
     live = tl.cdiv(tl.load(lengths_ptr + b) - (tokens - 1 - token), split_len)
     part_ptr += token * stride_pt
     lse_ptr += token * stride_lt
@@ -113,12 +115,12 @@ def _combine_kernel(
     tl.store(out_ptr + b * stride_ob + h * stride_oh + c, acc / total, mask=c_ok)
 
 
-PARTIALS_BUDGET = 256 * 1024**2  # bytes of fp32 split partials a turn of several tokens may hold
+PARTIALS_BUDGET = 256 * 1024**2  # bytes of fp32 split partials one launch may hold
 
 
 def split_length(capacity: int, bytes_per_split: int, split_len: int, block_t: int) -> int:
     """Cache slots per split: at least `split_len`, more when that many splits' partials would
-    pass PARTIALS_BUDGET; a multiple of `block_t`."""
+    pass PARTIALS_BUDGET (one split when even one passes it); a multiple of `block_t`."""
     split_len = max(split_len, triton.cdiv(capacity, max(1, PARTIALS_BUDGET // bytes_per_split)))
     return triton.cdiv(split_len, block_t) * block_t
 
@@ -142,12 +144,13 @@ def mla_decode(
     heads, kv_lora] for the last `tokens` positions of each sequence (q_latent [batch, tokens,
     heads, kv_lora]; token t sees the cache up to length - tokens + t + 1). kv_cache [batch,
     capacity, kv_lora], pe_cache [batch, capacity, rope]; lengths [batch] int32: cached tokens
-    to attend to, the new ones included.
+    to attend to, the new ones included, at least `tokens` (each query sees its own key).
 
     The grid covers the whole capacity (the lengths live on the GPU); programs past a
     query's length return at once. `split_len` tokens per program: at 4K tokens and 64
-    heads that is 128 programs, at 32K a thousand; several tokens use longer splits so the
-    partials stay within PARTIALS_BUDGET. Two pipeline stages take 92 KiB of shared
+    heads that is 128 programs, at 32K a thousand. Splits lengthen when their fp32 partials
+    would pass PARTIALS_BUDGET: for several tokens, and for one token at a large batch with
+    a long cache (batch 32, 128K slots: 2,048 per split, not 128). Two pipeline stages take 92 KiB of shared
     memory: it fits the 99 KiB of sm_86/89 and A100's 163 KiB, and two blocks share an H100 SM
     (Triton's default of three takes 164 KiB: one block per H100 SM, and no launch elsewhere;
     `kimicode bench ptxas` reports each)."""
@@ -162,7 +165,7 @@ def mla_decode(
     lengths = lengths.to(torch.int32)
     partials = torch.empty(batch, splits, tokens, heads, latent, dtype=torch.float32, device=q_latent.device)
     lse = torch.empty(batch, splits, tokens, heads, dtype=torch.float32, device=q_latent.device)
-    _mla_decode_kernel[(batch, tokens * triton.cdiv(heads, block_h), splits)](
+    _mla_decode_kernel[(tokens * triton.cdiv(heads, block_h), batch, splits)](
         q_latent, q_pe, kv_cache, pe_cache, lengths, partials, lse,
         tokens, heads, latent, rope, split_len, float(scale),
         *q_latent.stride()[:3], *q_pe.stride()[:3],
@@ -171,8 +174,11 @@ def mla_decode(
         BLOCK_H=block_h, BLOCK_T=block_t, BLOCK_C=triton.next_power_of_2(latent),
         BLOCK_R=triton.next_power_of_2(rope), UPCAST=INTERPRET, num_warps=num_warps, num_stages=num_stages,
     )
+    if splits == 1:  # each partial is already normalised
+        out = partials[:, 0]
+        return out[:, 0] if one_token else out
     out = torch.empty(batch, tokens, heads, latent, dtype=torch.float32, device=q_latent.device)
-    _combine_kernel[(batch, tokens * heads)](
+    _combine_kernel[(tokens * heads, batch)](
         partials, lse, lengths, out, tokens, heads, split_len, latent,
         partials.stride(0), partials.stride(1), partials.stride(2), partials.stride(3), lse.stride(0), lse.stride(1),
         lse.stride(2), out.stride(0), out.stride(1), out.stride(2), BLOCK_C=triton.next_power_of_2(latent),
@@ -190,6 +196,8 @@ def mla_decode_reference(
     tokens = q_latent.shape[1]
     outputs = []
     for b, length in enumerate(lengths.tolist()):
+        if length < tokens:
+            raise ValueError(f"sequence {b}: length {length} is shorter than its {tokens} new tokens")
         rows = []
         for t in range(tokens):
             seen = length - tokens + t + 1

@@ -82,3 +82,10 @@ def test_a_short_turn_after_a_prefix_takes_the_mla_kernel(checkpoints, monkeypat
     heads, latent = engine.config.num_attention_heads, engine.config.kv_lora_rank
     assert launches == [(1, 5, heads, latent)] * len(net.layers)
     assert float((turns["on"] - turns["off"]).abs().max() / turns["off"].abs().max()) < 1e-4
+    launches.clear()
+    monkeypatch.setattr(model, "KERNEL_TURN_TOKENS", 2)  # the turn in launches of 2, 2 and 1 tokens
+    cache = net.new_cache(1, 30)
+    net(ids[:, :25], 0, cache)
+    in_parts = net(ids[:, 25:], 25, cache)
+    assert launches == [(1, 2, heads, latent), (1, 2, heads, latent), (1, 1, heads, latent)] * len(net.layers)
+    assert float((in_parts - turns["off"]).abs().max() / turns["off"].abs().max()) < 1e-4

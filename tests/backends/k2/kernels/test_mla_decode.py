@@ -66,9 +66,27 @@ def test_a_long_turn_takes_longer_splits_within_the_partials_budget(monkeypatch)
     q, qp = torch.randn(1, 7, 3, 16, generator=g), torch.randn(1, 7, 3, 8, generator=g)
     kv, pe = torch.randn(1, 200, 16, generator=g), torch.randn(1, 200, 8, generator=g)
     lengths = torch.tensor([150], dtype=torch.int32)
-    assert mla.split_length(65536, 64 * 512 * 4, 128, 64) == 128  # one decode token at K2's shape: as before
+    assert mla.split_length(65536, 64 * 512 * 4, 128, 64) == 128  # one decode token at K2's shape, batch 1
+    assert mla.split_length(131072, 32 * 64 * 512 * 4, 128, 64) == 2048  # batch 32: 256 MiB of partials, not 4 GiB
     assert mla.split_length(65536, 180 * 64 * 512 * 4, 128, 64) == 6016  # a 180-token turn: 11 splits
     monkeypatch.setattr(mla, "PARTIALS_BUDGET", 7 * 3 * 16 * 4 * 3)  # room for 3 splits' partials
     assert mla.split_length(200, 7 * 3 * 16 * 4, 16, 16) == 80  # 3 splits of 80 slots, not 13 of 16
     out = mla.mla_decode(q, qp, kv, pe, lengths, 0.2, split_len=16, block_t=16, block_h=2)
     assert float((out - mla_decode_reference(q, qp, kv, pe, lengths, 0.2)).abs().max()) < 1e-5
+
+
+def test_token_lengths_on_split_boundaries():
+    """Tokens that see 31..34 keys with splits of 16: the last ones end exactly on a split
+    boundary, where reading one split too many or too few in the combine shows."""
+    g = torch.Generator().manual_seed(5)
+    q, qp = torch.randn(1, 4, 3, 16, generator=g), torch.randn(1, 4, 3, 8, generator=g)
+    kv, pe = torch.randn(1, 48, 16, generator=g), torch.randn(1, 48, 8, generator=g)
+    lengths = torch.tensor([34], dtype=torch.int32)
+    out = mla_decode(q, qp, kv, pe, lengths, 0.2, split_len=16, block_t=16, block_h=2)
+    assert float((out - mla_decode_reference(q, qp, kv, pe, lengths, 0.2)).abs().max()) < 1e-5
+
+
+def test_the_reference_refuses_a_length_shorter_than_the_turn():
+    q, qp, kv, pe = torch.zeros(1, 4, 2, 16), torch.zeros(1, 4, 2, 8), torch.zeros(1, 8, 16), torch.zeros(1, 8, 8)
+    with pytest.raises(ValueError, match="length 2 is shorter than its 4 new tokens"):
+        mla_decode_reference(q, qp, kv, pe, torch.tensor([2]), 0.2)
