@@ -32,6 +32,10 @@ def use_kernels(tensor: torch.Tensor) -> bool:
 
 
 SCORES_BUDGET = 256 * 1024**2  # bytes of fp32 attention scores for one chunk of queries (torch ops)
+# The shared expert on a second CUDA stream beside the routed experts. Off by default: at decode
+# both are bandwidth-bound, so running them side by side reads no fewer bytes and can only hide
+# launch tails; `kimicode bench layer` times the layer both ways to decide.
+OVERLAP_SHARED = os.environ.get("KIMICODE_OVERLAP_SHARED") == "1"
 KERNEL_TURN_TOKENS = 256  # new tokens per MLA-kernel launch on the absorbed path (bounds its partials)
 # Bytes of per-head keys and values expanded attention builds at once: up to it (K2: ≈ 52K
 # tokens of context) one fused-attention call; past it the context goes in slices.
@@ -512,11 +516,36 @@ class MoE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
+        if self.shared_experts is not None and OVERLAP_SHARED and flat.is_cuda:
+            return self._overlapped(flat).view(x.shape)
         weights, indices = self.gate(flat)
         out = self.experts(flat, weights, indices)
         if self.shared_experts is not None:
             out = out + self.shared_experts(flat)
         return out.view(x.shape)
+
+    def _overlapped(self, flat: torch.Tensor) -> torch.Tensor:
+        """The shared expert on a second stream while the router and routed experts run on
+        this one (a fork and a join, which a CUDA graph captures as two branches)."""
+        main = torch.cuda.current_stream(flat.device)
+        side = _side_stream(flat.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            shared = self.shared_experts(flat)
+        weights, indices = self.gate(flat)
+        out = self.experts(flat, weights, indices)
+        main.wait_stream(side)
+        shared.record_stream(main)  # made on the side stream, last used on this one
+        return out + shared
+
+
+_side_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _side_streams:
+        _side_streams[device] = torch.cuda.Stream(device)
+    return _side_streams[device]
 
 
 # ---------------------------------------------------------------- the stack

@@ -744,9 +744,25 @@ def layer_case(bench: Bench) -> list[Row]:
     roof = floor / timing.seconds
     target, met = bench.judge(roof, 1 / 1.3, "<=1.3x floor")
     errors = ", ".join(f"{half} {check.error:.1e}" for half, check in halves.items())
-    return [Row(f"k2 layer 1 tok {context_name(context)} ctx", worst.text, timing.seconds, format_bytes(floor_bytes),
+    rows = [Row(f"k2 layer 1 tok {context_name(context)} ctx", worst.text, timing.seconds, format_bytes(floor_bytes),
                 format_bandwidth(floor_bytes / timing.seconds), roof, target, met,
                 f"{errors}; {timing.seconds / floor:.2f}x floor {format_time(floor)}; {timing.note(floor)}", worst.failed)]
+    # The same layer with the shared expert on a second stream (model.OVERLAP_SHARED; CUDA only)
+    from kimicode.backends.k2 import model
+
+    with kernels_on(bench):
+        plain = forward()
+        saved, model.OVERLAP_SHARED = model.OVERLAP_SHARED, True
+        try:
+            check = compare(forward(), plain)
+            overlapped = bench.time(forward)
+        finally:
+            model.OVERLAP_SHARED = saved
+    rows.append(Row(f"k2 layer 1 tok {context_name(context)} ctx, shared overlapped", check.text, overlapped.seconds,
+                    format_bytes(floor_bytes), format_bandwidth(floor_bytes / overlapped.seconds), floor / overlapped.seconds,
+                    "", "-", f"{timing.seconds / overlapped.seconds:.2f}x the speed of one stream; {overlapped.note(floor)}",
+                    check.failed))
+    return rows
 
 
 def turn_attention_case(bench: Bench, new: int) -> list[Row]:

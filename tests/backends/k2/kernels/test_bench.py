@@ -47,6 +47,7 @@ def test_layer_dry_run(capsys):
     assert bench.main(["layer", "--tiny", "--reps", "1"]) == 0
     rows = table_rows(capsys.readouterr().out)
     assert " PASS " in rows["k2 layer 1 tok 64 ctx"]
+    assert " PASS " in rows["k2 layer 1 tok 64 ctx, shared"]  # the key: a row's first 30 characters
     for new in (8, 64):  # both attention paths of a turn after 64 cached tokens, checked against each other
         assert " PASS " in rows[f"mla turn 64+{new} absorbed"] and " PASS " in rows[f"mla turn 64+{new} expanded"]
 
@@ -121,7 +122,7 @@ def test_the_launcher_runs_the_gpu_tests_without_an_install(tmp_path):
     run = subprocess.run([sys.executable, "-S", str(ROOT / "bench" / "k2_gpu.py"), "tests", "-rs"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "6 skipped" in run.stdout and "needs a CUDA GPU" in run.stdout  # CUDA graphs ×3, MLA prefill ×3
+    assert "7 skipped" in run.stdout and "needs a CUDA GPU" in run.stdout  # CUDA graphs ×3, MLA prefill ×3, shared overlap
 
 
 def test_the_ptxas_cli_passes_its_options_through(monkeypatch, tmp_path):
