@@ -32,14 +32,14 @@ def use_kernels(tensor: torch.Tensor) -> bool:
 
 
 SCORES_BUDGET = 256 * 1024**2  # bytes of fp32 attention scores for one chunk of queries (torch ops)
+# Bytes of per-head keys and values expanded attention builds at once: up to it (K2: ≈ 52K
+# tokens of context) one fused-attention call; past it the context goes in slices.
+EXPANDED_BUDGET = 4 * 1024**3
+KERNEL_TURN_TOKENS = 256  # new tokens per MLA-kernel launch on the absorbed path (bounds its partials)
 # The shared expert on a second CUDA stream beside the routed experts. Off by default: at decode
 # both are bandwidth-bound, so running them side by side reads no fewer bytes and can only hide
 # launch tails; `kimicode bench layer` times the layer both ways to decide.
 OVERLAP_SHARED = os.environ.get("KIMICODE_OVERLAP_SHARED") == "1"
-KERNEL_TURN_TOKENS = 256  # new tokens per MLA-kernel launch on the absorbed path (bounds its partials)
-# Bytes of per-head keys and values expanded attention builds at once: up to it (K2: ≈ 52K
-# tokens of context) one fused-attention call; past it the context goes in slices.
-EXPANDED_BUDGET = 4 * 1024**3
 
 # How a linear weight is held in memory: "dense" (the compute dtype), "fp8" (block FP8
 # with `weight_scale_inv`) or "int4" (packed, group 32; routed experts only).
@@ -288,8 +288,8 @@ class Attention(nn.Module):
     def _absorbed(self, q_nope, q_pe, kv, pe, wkv_b, start: int) -> torch.Tensor:
         """Fold kv_b's key half into the query and its value half into the output, so
         attention runs on the latent directly (per-head K and V never exist). The MLA decode
-        kernel takes every new token at once; the torch ops take queries in chunks so the
-        fp32 scores stay within SCORES_BUDGET bytes at any context."""
+        kernel takes up to KERNEL_TURN_TOKENS new tokens per launch; the torch ops take queries
+        in chunks so the fp32 scores stay within SCORES_BUDGET bytes at any context."""
         seq, end = q_nope.shape[1], kv.shape[1]
         q_latent = torch.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, : self.nope_dim])
         if use_kernels(q_latent):  # each new token over the cache up to its own position
