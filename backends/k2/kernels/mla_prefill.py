@@ -139,6 +139,11 @@ def mla_prefill(
     that sees no key gets output 0 and log-sum-exp -inf, which `merge_by_lse` weighs as nothing."""
     batch, queries, heads, nope = q_nope.shape
     keys, rope, v_dim = k_nope.shape[1], q_pe.shape[-1], v.shape[-1]
+    expected = {"q_pe": (batch, queries, heads, rope), "k_nope": (batch, keys, heads, nope), "k_pe": (batch, keys, rope),
+                "v": (batch, keys, heads, v_dim)}
+    for name, tensor in (("q_pe", q_pe), ("k_nope", k_nope), ("k_pe", k_pe), ("v", v)):
+        if tuple(tensor.shape) != expected[name]:  # the kernel reads by these sizes: a mismatch would read out of bounds
+            raise ValueError(f"mla_prefill: {name} has shape {list(tensor.shape)}, expected {list(expected[name])}")
     for name, tensor in (("q_nope", q_nope), ("q_pe", q_pe), ("k_nope", k_nope), ("k_pe", k_pe), ("v", v)):
         if tensor.stride(-1) != 1:
             raise ValueError(f"mla_prefill: {name}'s last dimension must be contiguous")

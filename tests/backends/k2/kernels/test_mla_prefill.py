@@ -111,4 +111,12 @@ def test_merging_with_a_slice_that_sees_nothing_changes_nothing():
 def test_a_non_contiguous_last_dimension_is_refused():
     q_nope, q_pe, k_nope, k_pe, v = inputs(1, 4, 4, 2, 16, 16, 16)
     with pytest.raises(ValueError, match="k_nope's last dimension"):
-        mla_prefill(q_nope, q_pe, k_nope.transpose(-1, -2), k_pe, v, 0.2, 0, 0)
+        mla_prefill(q_nope, q_pe, torch.randn(1, 4, 2, 32)[..., ::2], k_pe, v, 0.2, 0, 0)  # right shape, stride 2
+
+
+def test_mismatched_shapes_are_refused_before_the_launch():
+    q_nope, q_pe, k_nope, k_pe, v = inputs(1, 4, 6, 2, 16, 16, 16)
+    with pytest.raises(ValueError, match=r"k_pe has shape \[1, 5, 16\], expected \[1, 6, 16\]"):
+        mla_prefill(q_nope, q_pe, k_nope, k_pe[:, :5], v, 0.2, 0, 0)
+    with pytest.raises(ValueError, match="v has shape"):
+        mla_prefill(q_nope, q_pe, k_nope, k_pe, v[:, :, :1], 0.2, 0, 0)
