@@ -63,9 +63,27 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, dtype=dtype), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).to(x.dtype)
+        if use_kernels(x):
+            from kimicode.backends.k2.kernels.norm import rms_norm
+
+            return rms_norm(x, self.weight, self.eps)
+        return rms_norm_ops(x, self.weight, self.eps)
+
+    def after_residual(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the norm of x + residual, x + residual): one launch with the kernels."""
+        if use_kernels(x):
+            from kimicode.backends.k2.kernels.norm import rms_norm
+
+            return rms_norm(x, self.weight, self.eps, residual)
+        summed = x + residual
+        return rms_norm_ops(summed, self.weight, self.eps), summed
+
+
+def rms_norm_ops(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm in torch ops: the reference for the norm kernel."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return (x32 * weight.float()).to(x.dtype)
 
 
 class Linear(nn.Module):
@@ -105,7 +123,13 @@ class MLP(nn.Module):
         self.down_proj = Linear(inter_dim, dim, formats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_proj, self.up_proj
+        if gate.fmt == up.fmt == "fp8" and use_kernels(x):  # gate, up and silu·up in one launch
+            from kimicode.backends.k2.kernels.fp8_linear import fp8_swiglu
+
+            pair = ((gate.weight, gate.weight_scale_inv), (up.weight, up.weight_scale_inv))
+            return self.down_proj(fp8_swiglu(x, *pair, gate.block))
+        return self.down_proj(F.silu(gate(x)) * up(x))
 
 
 # ---------------------------------------------------------------- rope
@@ -559,12 +583,14 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, formats.dtype)
 
     def forward(self, x, start, rope, cache_kv, cache_pe, absorbed) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), start, rope, cache_kv, cache_pe, absorbed)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        attended = self.self_attn(self.input_layernorm(x), start, rope, cache_kv, cache_pe, absorbed)
+        h, x = self.post_attention_layernorm.after_residual(attended, x)
+        return x + self.mlp(h)
 
     def decode(self, x, positions, rope, cache_kv, cache_pe) -> torch.Tensor:
-        x = x + self.self_attn.decode(self.input_layernorm(x), positions, rope, cache_kv, cache_pe)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        attended = self.self_attn.decode(self.input_layernorm(x), positions, rope, cache_kv, cache_pe)
+        h, x = self.post_attention_layernorm.after_residual(attended, x)
+        return x + self.mlp(h)
 
 
 class Transformer(nn.Module):

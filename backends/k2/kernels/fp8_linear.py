@@ -34,23 +34,15 @@ def e4m3_to_float(byte):
 
 
 @triton.jit
-def _fp8_linear_kernel(
-    x_ptr, w_ptr, s_ptr, out_ptr,
-    rows, out_features, in_features, scale_cols, k_per_split,
-    stride_x, stride_w, stride_out,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, SPLIT_K: tl.constexpr,
-):
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = m < rows
-    n_ok = n < out_features
-    k_start = tl.program_id(2) * k_per_split
+def _fp8_dot(x_ptr, w_ptr, s_ptr, m, n, m_ok, n_ok, k_start, k_end, stride_x, stride_w, scale_cols,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_BLOCK_N: tl.constexpr,
+             UPCAST: tl.constexpr):
+    """x[m, k_start:k_end] · dequant(W[n, k_start:k_end])ᵀ in fp32. BLOCK_K is the scale block:
+    one factor per row of a weight tile."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    # BLOCK_K is the scale block: one factor per row of a tile
-    for k0 in range(k_start, tl.minimum(k_start + k_per_split, in_features), BLOCK_K):
+    for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = k < in_features
+        k_ok = k < k_end
         a = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptr + n[:, None] * stride_w + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
         factor = tl.load(s_ptr + (n // SCALE_BLOCK_N) * scale_cols + k0 // BLOCK_K, mask=n_ok, other=0.0)
@@ -60,11 +52,62 @@ def _fp8_linear_kernel(
         else:
             w = w.to(a.dtype)
         acc += tl.dot(a, tl.trans(w))
-    where = out_ptr + m[:, None] * stride_out + n[None, :]
-    if SPLIT_K:  # partial sums of K ranges meet in an fp32 buffer
-        tl.atomic_add(where, acc, mask=m_ok[:, None] & n_ok[None, :], sem="relaxed")
+    return acc
+
+
+@triton.jit
+def _fp8_linear_kernel(
+    x_ptr, w_ptr, s_ptr, up_ptr, up_s_ptr, out_ptr, partial_ptr, arrivals_ptr,
+    rows, out_features, in_features, scale_cols, k_per_split,
+    stride_x, stride_w, stride_out,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr, SPLIT_K: tl.constexpr, SWIGLU: tl.constexpr,
+):
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = m < rows
+    n_ok = n < out_features
+    ok = m_ok[:, None] & n_ok[None, :]
+    k_start = tl.program_id(2) * k_per_split
+    k_end = tl.minimum(k_start + k_per_split, in_features)
+    acc = _fp8_dot(x_ptr, w_ptr, s_ptr, m, n, m_ok, n_ok, k_start, k_end, stride_x, stride_w, scale_cols,
+                   BLOCK_M, BLOCK_N, BLOCK_K, SCALE_BLOCK_N, UPCAST)
+    up = acc  # read only with SWIGLU
+    if SWIGLU:  # the up projection on the same rows of x and W: silu(gate) · up in the epilogue
+        up = _fp8_dot(x_ptr, up_ptr, up_s_ptr, m, n, m_ok, n_ok, k_start, k_end, stride_x, stride_w, scale_cols,
+                      BLOCK_M, BLOCK_N, BLOCK_K, SCALE_BLOCK_N, UPCAST)
+    if SPLIT_K:
+        # Each K range stores its partial; the last program of the tile to arrive sums them in
+        # split order (the same result every run, unlike atomic adds) and writes the output, so
+        # the linear stays one launch with no zeroed buffer and no conversion after it.
+        splits = tl.num_programs(2)
+        plane = rows * out_features
+        partial_ptr += m[:, None] * out_features + n[None, :]
+        first = tl.program_id(2) * (2 if SWIGLU else 1)
+        tl.store(partial_ptr + first * plane, acc, mask=ok)
+        if SWIGLU:
+            tl.store(partial_ptr + (first + 1) * plane, up, mask=ok)
+        tl.debug_barrier()  # all of this program's partial is written before its arrival is counted
+        tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+        if tl.atomic_add(arrivals_ptr + tile, 1, sem="acq_rel") == splits - 1:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for split in range(0, splits):
+                at = split * (2 if SWIGLU else 1)
+                acc += tl.load(partial_ptr + at * plane, mask=ok, other=0.0, cache_modifier=".cg")
+                if SWIGLU:
+                    up += tl.load(partial_ptr + (at + 1) * plane, mask=ok, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(arrivals_ptr + tile, 0)  # ready for the next launch (and graph replay)
+            _store_output(out_ptr, acc, up, m, n, ok, stride_out, SWIGLU)
     else:
-        tl.store(where, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        _store_output(out_ptr, acc, up, m, n, ok, stride_out, SWIGLU)
+
+
+@triton.jit
+def _store_output(out_ptr, acc, up, m, n, ok, stride_out, SWIGLU: tl.constexpr):
+    if SWIGLU:
+        acc = acc / (1.0 + tl.exp(-acc)) * up
+    tl.store(out_ptr + m[:, None] * stride_out + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 def fp8_linear(
@@ -72,6 +115,23 @@ def fp8_linear(
     *, block_m: int | None = None, block_n: int | None = None, splits: int | None = None,
 ) -> torch.Tensor:
     """x [..., in] · dequant(weight [out, in] e4m3, scale_inv [out/bn, in/bk])ᵀ -> [..., out] in x.dtype."""
+    return _launch(x, [(weight, scale_inv)], block, block_m, block_n, splits)
+
+
+def fp8_swiglu(
+    x: torch.Tensor, gate: tuple[torch.Tensor, torch.Tensor], up: tuple[torch.Tensor, torch.Tensor],
+    block: tuple[int, int] = (128, 128), *, block_m: int | None = None, block_n: int | None = None, splits: int | None = None,
+) -> torch.Tensor:
+    """silu(x · gateᵀ) · (x · upᵀ), each projection an (e4m3 weight, scale_inv) pair of one shape:
+    a SwiGLU MLP's first half in one launch, gate and up never written out."""
+    if gate[0].shape != up[0].shape or gate[1].shape != up[1].shape:
+        raise ValueError(f"gate {tuple(gate[0].shape)} and up {tuple(up[0].shape)} projections must have one shape")
+    return _launch(x, [gate, up], block, block_m, block_n, splits)
+
+
+def _launch(x, projections, block, block_m, block_n, splits) -> torch.Tensor:
+    weight, scale_inv = projections[0]
+    up, up_scale = projections[-1]
     rows = x.numel() // x.shape[-1]
     flat = x.reshape(rows, x.shape[-1])
     out_features, in_features = weight.shape
@@ -88,17 +148,31 @@ def fp8_linear(
         splits = max(1, min(triton.cdiv(TARGET_PROGRAMS, grid_mn), triton.cdiv(in_features, block[1]))) if rows <= 16 else 1
     k_per_split = triton.cdiv(triton.cdiv(in_features, splits), block[1]) * block[1]
     splits = triton.cdiv(in_features, k_per_split)
-    if splits > 1:
-        out = torch.zeros(rows, out_features, dtype=torch.float32, device=x.device)
-    else:
-        out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
+    out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
+    # fp32 partial sums of each K range (and projection); one split writes none
+    partials = torch.empty(splits * len(projections), rows, out_features, dtype=torch.float32, device=x.device) if splits > 1 else out
     _fp8_linear_kernel[(triton.cdiv(rows, block_m), triton.cdiv(out_features, block_n), splits)](
-        flat, weight.view(torch.uint8), scale_inv, out, rows, out_features, in_features, scale_inv.shape[1], k_per_split,
+        flat, weight.view(torch.uint8), scale_inv, up.view(torch.uint8), up_scale, out, partials, arrivals(x.device, grid_mn),
+        rows, out_features, in_features, scale_inv.shape[1], k_per_split,
         flat.stride(0), weight.stride(0), out.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block[1], SCALE_BLOCK_N=block[0], UPCAST=INTERPRET,
-        SPLIT_K=splits > 1, num_warps=num_warps,
+        SPLIT_K=splits > 1, SWIGLU=len(projections) == 2, num_warps=num_warps,
     )
-    return out.to(x.dtype).view(*x.shape[:-1], out_features)
+    return out.view(*x.shape[:-1], out_features)
+
+
+_arrivals: dict[tuple, torch.Tensor] = {}
+
+
+def arrivals(device: torch.device, tiles: int) -> torch.Tensor:
+    """Per output tile, how many of its K ranges have finished: all zero between launches (the
+    last program resets its own). One buffer per stream, so launches that may run at once never share."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    counts = _arrivals.get(key)
+    if counts is None or counts.numel() < tiles:
+        counts = _arrivals[key] = torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
+    return counts
 
 
 def fp8_linear_reference(x: torch.Tensor, weight: torch.Tensor, scale_inv: torch.Tensor, block=(128, 128)) -> torch.Tensor:

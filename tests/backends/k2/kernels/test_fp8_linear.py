@@ -7,7 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, fp8_linear_reference  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from kimicode.backends.k2.kernels import fp8_linear as fp8_module  # noqa: E402
+from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, fp8_linear_reference, fp8_swiglu  # noqa: E402
 from kimicode.backends.k2.quant import quantize_fp8_block  # noqa: E402
 
 
@@ -45,3 +48,36 @@ def test_every_finite_e4m3_value_is_decoded_exactly():
     identity = torch.eye(256)  # row i of the output reads column i of the weight
     out = fp8_linear(identity, weight, scale_inv, (32, 32), block_m=16, block_n=16, splits=1)
     assert torch.equal(out.T, weight.float())
+
+
+@pytest.mark.parametrize("splits", [1, 3, None])
+@pytest.mark.parametrize(("rows", "out_f", "in_f"), [(1, 64, 96), (6, 48, 128), (20, 32, 70)])
+def test_swiglu_pair_matches_silu_of_gate_times_up(rows, out_f, in_f, splits):
+    g = torch.Generator().manual_seed(out_f + rows)
+    gate = quantize_fp8_block(torch.randn(out_f, in_f, generator=g), (32, 32))
+    up = quantize_fp8_block(torch.randn(out_f, in_f, generator=g), (32, 32))
+    x = torch.randn(rows, in_f, generator=g)
+    got = fp8_swiglu(x, gate, up, (32, 32), block_m=16, block_n=16, splits=splits)
+    want = F.silu(fp8_linear_reference(x, *gate, (32, 32))) * fp8_linear_reference(x, *up, (32, 32))
+    assert got.shape == (rows, out_f)
+    assert float((got - want).abs().max() / want.abs().max()) < 1e-5
+
+
+def test_split_k_leaves_its_arrival_counts_at_zero_and_repeats_exactly():
+    """The last K range of each tile sums the partials and resets the tile's count: the next
+    launch (or CUDA graph replay) starts from zero, and the sum order never changes."""
+    g = torch.Generator().manual_seed(9)
+    weight, scale_inv = quantize_fp8_block(torch.randn(64, 256, generator=g), (32, 32))
+    x = torch.randn(2, 256, generator=g)
+    first = fp8_linear(x, weight, scale_inv, (32, 32), block_n=16, splits=4)
+    counts = fp8_module.arrivals(x.device, 4)
+    assert int(counts.abs().sum()) == 0
+    assert torch.equal(fp8_linear(x, weight, scale_inv, (32, 32), block_n=16, splits=4), first)
+    assert float((first - fp8_linear_reference(x, weight, scale_inv, (32, 32))).abs().max()) < 1e-4
+
+
+def test_swiglu_projections_of_different_shapes_are_refused():
+    gate = quantize_fp8_block(torch.randn(32, 64), (32, 32))
+    up = quantize_fp8_block(torch.randn(64, 64), (32, 32))
+    with pytest.raises(ValueError, match=r"gate \(32, 64\) and up \(64, 64\) projections must have one shape"):
+        fp8_swiglu(torch.randn(1, 64), gate, up, (32, 32))
