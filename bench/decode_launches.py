@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from kimicode.backends.k2.config import ModelConfig  # noqa: E402
 from kimicode.backends.k2.kernels.bench import TINY, k2_config  # noqa: E402
 from kimicode.backends.k2.kernels.launches import count_launches  # noqa: E402
-from kimicode.backends.k2.model import Block, Formats, rope_inv_freq, rope_tables  # noqa: E402
+from kimicode.backends.k2.model import Block, DecodeStep, Formats, rope_inv_freq  # noqa: E402
 
 K2_FORMATS = Formats(torch.bfloat16, linear="fp8", experts="int4", fp8_block=(32, 32))
 
@@ -52,11 +52,10 @@ def decode_launches(block: Block, config: ModelConfig, context: int = 64):
     cache_kv = torch.randn(1, context, config.kv_lora_rank, dtype=dtype)
     cache_pe = torch.randn(1, context, config.qk_rope_head_dim, dtype=dtype)
     x = torch.randn(1, 1, config.hidden_size, dtype=dtype)
-    positions = torch.tensor([context - 1])
-    rope = rope_tables(config, rope_inv_freq(config), positions)
-    block.decode(x, positions, rope, cache_kv, cache_pe)
+    step = DecodeStep.at(config, rope_inv_freq(config), torch.tensor([context - 1]))
+    block.decode(x, step, cache_kv, cache_pe)
     with torch.inference_mode(), count_launches() as launches:
-        block.decode(x, positions, rope, cache_kv, cache_pe)
+        block.decode(x, step, cache_kv, cache_pe)
     return launches
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -172,6 +173,23 @@ def rope_tables(config: ModelConfig, inv_freq: torch.Tensor, positions: torch.Te
     return angles.cos() * factor, angles.sin() * factor
 
 
+class DecodeStep(NamedTuple):
+    """What every layer of one decode step shares, made once per step (and per GPU of a pipeline):
+    each layer would otherwise launch its own copies of these small tensors."""
+
+    positions: torch.Tensor  # [batch] int64: where each sequence's new token goes
+    lengths: torch.Tensor  # [batch] int32: positions + 1, the tokens attention sees
+    cos: torch.Tensor  # [batch, rope / 2]
+    sin: torch.Tensor
+
+    @classmethod
+    def at(cls, config: ModelConfig, inv_freq: torch.Tensor, positions: torch.Tensor) -> DecodeStep:
+        return cls(positions, (positions + 1).to(torch.int32), *rope_tables(config, inv_freq, positions))
+
+    def to(self, device: torch.device) -> DecodeStep:
+        return DecodeStep(*(t.to(device) for t in self))
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Interleaved rope: element pairs (2i, 2i+1) rotate together. x: [batch, seq, ..., rope_dim];
     cos/sin: [seq, rope_dim/2] shared by the batch, or already shaped to broadcast against x."""
@@ -273,37 +291,45 @@ class Attention(nn.Module):
 
     def _project(self, x: torch.Tensor, q_rope, k_rope) -> tuple[torch.Tensor, ...]:
         """(q_nope, roped q_pe, normalised latent, roped shared key) of x [batch, seq, hidden]."""
-        batch, seq, _ = x.shape
-        q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
-        q = q.view(batch, seq, self.n_heads, self.nope_dim + self.rope_dim)
-        q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        q_nope, q_pe = self._queries(x).split([self.nope_dim, self.rope_dim], dim=-1)
         latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.kv_rank, self.rope_dim], dim=-1)
         return q_nope, apply_rope(q_pe, *q_rope), self.kv_a_layernorm(latent), apply_rope(k_pe, *k_rope)
 
-    def decode(
-        self, x: torch.Tensor, positions: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cache_kv: torch.Tensor, cache_pe: torch.Tensor
-    ) -> torch.Tensor:
-        """One new token per sequence at device-side `positions` [batch]: no Python value depends
+    def _queries(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, heads, nope + rope], rope not yet applied."""
+        batch, seq, _ = x.shape
+        q = self.q_proj(x) if hasattr(self, "q_proj") else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        return q.view(batch, seq, self.n_heads, self.nope_dim + self.rope_dim)
+
+    def decode(self, x: torch.Tensor, step: DecodeStep, cache_kv: torch.Tensor, cache_pe: torch.Tensor) -> torch.Tensor:
+        """One new token per sequence at device-side `step.positions`: no Python value depends
         on the GPU, so a CUDA graph of it replays for every step."""
         batch = x.shape[0]
-        cos, sin = rope  # [batch, rope/2]
-        q_nope, q_pe, latent, k_pe = self._project(
-            x, (cos.view(batch, 1, 1, -1), sin.view(batch, 1, 1, -1)), (cos.view(batch, 1, -1), sin.view(batch, 1, -1))
-        )
-        rows = torch.arange(batch, device=x.device)
-        cache_kv[rows, positions] = latent[:, 0]
-        cache_pe[rows, positions] = k_pe[:, 0]
+        positions, cos, sin = step.positions, step.cos, step.sin
+        if use_kernels(x):  # rope, the latent's norm and both cache writes: one launch
+            from kimicode.backends.k2.kernels.rope_cache import rope_and_cache
+
+            q = self._queries(x)
+            norm = self.kv_a_layernorm
+            rope_and_cache(q[:, 0], self.kv_a_proj_with_mqa(x)[:, 0], cos, sin, norm.weight, norm.eps, positions, cache_kv, cache_pe)
+            q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)
+        else:
+            q_nope, q_pe, latent, k_pe = self._project(
+                x, (cos.view(batch, 1, 1, -1), sin.view(batch, 1, 1, -1)), (cos.view(batch, 1, -1), sin.view(batch, 1, -1))
+            )
+            rows = torch.arange(batch, device=x.device)
+            cache_kv[rows, positions] = latent[:, 0]
+            cache_pe[rows, positions] = k_pe[:, 0]
         kv, pe = cache_kv[:batch], cache_pe[:batch]
         wkv_b = self.kv_b(x.dtype)
         q_latent = torch.einsum("bhd,hdc->bhc", q_nope[:, 0], wkv_b[:, : self.nope_dim])
-        lengths = positions + 1
         if use_kernels(x):
             from kimicode.backends.k2.kernels.mla_decode import mla_decode
 
-            out = mla_decode(q_latent, q_pe[:, 0], kv, pe, lengths.to(torch.int32), self.softmax_scale).to(x.dtype)
+            out = mla_decode(q_latent, q_pe[:, 0], kv, pe, step.lengths, self.softmax_scale, out_dtype=x.dtype)
         else:  # the whole cache, later slots masked: shapes fixed whatever the position
             scores = torch.einsum("bhc,btc->bht", q_latent, kv) + torch.einsum("bhr,btr->bht", q_pe[:, 0], pe)
-            future = torch.arange(kv.shape[1], device=x.device)[None, :] >= lengths[:, None]
+            future = torch.arange(kv.shape[1], device=x.device)[None, :] >= step.lengths[:, None]
             scores = scores.float().masked_fill(future[:, None, :], float("-inf")) * self.softmax_scale
             out = torch.einsum("bht,btc->bhc", scores.softmax(-1).to(x.dtype), kv)
         out = torch.einsum("bhc,hdc->bhd", out, wkv_b[:, self.nope_dim :])
@@ -501,15 +527,30 @@ class Experts(nn.Module):
             return dequantize_fp8_block(weight, getattr(self, f"{projection}_weight_scale_inv")[expert], dtype, self.block)
         return weight.to(dtype)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """x: [tokens, dim]; weights, indices: [tokens, top_k]. Runs where the experts live."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, *addends: torch.Tensor) -> torch.Tensor:
+        """x: [tokens, dim]; weights, indices: [tokens, top_k]. Runs where the experts live.
+        With addends (the shared expert's output, the residual), returns the experts' sum plus
+        them: the kernels start their fp32 sum from the addends, one launch instead of an add each."""
         home = x.device
         device = self.gate_proj_weight.device if self.fmt != "int4" else self.gate_proj_weight_packed.device
         x, weights, indices = x.to(device), weights.to(device), indices.to(device)
         if use_kernels(x) and self.kernel_can_run():
             from kimicode.backends.k2.kernels.moe import fused_moe
 
-            return fused_moe(x, weights, indices.int(), self.stored_weights()).to(home)
+            start = None
+            if addends:
+                start = torch.empty(x.shape, dtype=torch.float32, device=device)
+                first, *rest = (a.to(device) for a in addends)
+                torch.add(first, rest[0], out=start) if rest else start.copy_(first)
+                for more in rest[1:]:
+                    start += more
+            return fused_moe(x, weights, indices.int(), self.stored_weights(), add_to=start).to(home)
+        out = self._routed_ops(x, weights, indices).to(home)
+        for addend in addends:  # the reference's order and roundings: (routed + shared), then the residual
+            out = out + addend
+        return out
+
+    def _routed_ops(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(x, dtype=torch.float32)
         order = indices.flatten().argsort(stable=True)  # group (token, slot) pairs by expert
         counts = indices.flatten().bincount().tolist()
@@ -524,7 +565,7 @@ class Experts(nn.Module):
             hidden = F.silu(h @ self.expert_weight("gate_proj", expert, x.dtype).T) * (h @ self.expert_weight("up_proj", expert, x.dtype).T)
             y = hidden @ self.expert_weight("down_proj", expert, x.dtype).T
             out.index_add_(0, tokens, y.float() * weights.flatten()[pairs, None])
-        return out.to(x.dtype).to(home)
+        return out.to(x.dtype)
 
 
 class MoE(nn.Module):
@@ -538,15 +579,18 @@ class MoE(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output for x [..., dim]; with a residual, residual + that (added where
+        the experts sum, not by a launch of its own)."""
         flat = x.reshape(-1, x.shape[-1])
         if self.shared_experts is not None and OVERLAP_SHARED and flat.is_cuda:
-            return self._overlapped(flat).view(x.shape)
+            out = self._overlapped(flat).view(x.shape)
+            return out if residual is None else residual + out
         weights, indices = self.gate(flat)
-        out = self.experts(flat, weights, indices)
-        if self.shared_experts is not None:
-            out = out + self.shared_experts(flat)
-        return out.view(x.shape)
+        addends = [] if self.shared_experts is None else [self.shared_experts(flat)]
+        if residual is not None:
+            addends.append(residual.reshape(flat.shape))
+        return self.experts(flat, weights, indices, *addends).view(x.shape)
 
     def _overlapped(self, flat: torch.Tensor) -> torch.Tensor:
         """The shared expert on a second stream while the router and routed experts run on
@@ -585,12 +629,15 @@ class Block(nn.Module):
     def forward(self, x, start, rope, cache_kv, cache_pe, absorbed) -> torch.Tensor:
         attended = self.self_attn(self.input_layernorm(x), start, rope, cache_kv, cache_pe, absorbed)
         h, x = self.post_attention_layernorm.after_residual(attended, x)
-        return x + self.mlp(h)
+        return self._mlp_plus(h, x)
 
-    def decode(self, x, positions, rope, cache_kv, cache_pe) -> torch.Tensor:
-        attended = self.self_attn.decode(self.input_layernorm(x), positions, rope, cache_kv, cache_pe)
+    def decode(self, x, step: DecodeStep, cache_kv, cache_pe) -> torch.Tensor:
+        attended = self.self_attn.decode(self.input_layernorm(x), step, cache_kv, cache_pe)
         h, x = self.post_attention_layernorm.after_residual(attended, x)
-        return x + self.mlp(h)
+        return self._mlp_plus(h, x)
+
+    def _mlp_plus(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.mlp(h, residual) if isinstance(self.mlp, MoE) else residual + self.mlp(h)
 
 
 class Transformer(nn.Module):
@@ -645,13 +692,13 @@ class Transformer(nn.Module):
         `positions` [batch] (device tensors). Capturable in a CUDA graph: nothing here reads
         a GPU value on the host, and the cache's shape does not depend on the position."""
         device = self.embed_tokens.weight.device
-        rope = rope_tables(self.config, self.inv_freq, positions.to(device))
+        step = DecodeStep.at(self.config, self.inv_freq, positions.to(device))
         x = self.embed_tokens(tokens.to(device))
         for i, layer in enumerate(self.layers):
             layer_device = cache.kv[i].device
             if x.device != layer_device:
-                x, rope, positions = x.to(layer_device), (rope[0].to(layer_device), rope[1].to(layer_device)), positions.to(layer_device)
-            x = layer.decode(x, positions.to(layer_device), rope, cache.kv[i], cache.pe[i])
+                x, step = x.to(layer_device), step.to(layer_device)
+            x = layer.decode(x, step, cache.kv[i], cache.pe[i])
         return self._logits(x)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ TOLERANCE = 2e-2  # bf16 outputs against an fp32 reference
 FLUSH_BYTES = 256 * 1024**2  # written before each timed rep: evicts H100/H200's 50 MB L2
 INT4_BYTES = 0.5 + 2 / 32  # per weight: a nibble plus a bf16 scale per 32
 K2_ROUTED_SCALE = 2.827
+FP8_BLOCK = 128  # K2's block-FP8 scale block, both ways
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,6 +648,10 @@ def fill_random(module: torch.nn.Module, seed: int = 0) -> None:
                 param.random_(-(2**31), 2**31 - 1)
             elif name.endswith("weight_scale"):
                 param.fill_(1 / (4.6 * (param.shape[-1] * 32) ** 0.5))
+            elif param.dtype == torch.float8_e4m3fn:  # N(0, 1) codes; the block scale brings them to 1/fan_in
+                param.copy_(torch.randn(param.shape, device=param.device).to(param.dtype))
+            elif name.endswith("weight_scale_inv"):
+                param.fill_((param.shape[-1] * FP8_BLOCK) ** -0.5)
             elif "norm" in name:
                 param.fill_(1.0)
             elif param.dim() >= 2:
@@ -705,25 +710,26 @@ def layer_cases(bench: Bench) -> list[Case]:
 
 def layer_case(bench: Bench) -> list[Row]:
     from kimicode.backends.k2.config import ModelConfig
-    from kimicode.backends.k2.model import Block, Formats, rope_inv_freq, rope_tables
+    from kimicode.backends.k2.model import Block, DecodeStep, Formats, rope_inv_freq
 
     s = bench.shapes
     device = bench.device
     config = ModelConfig.from_dict(k2_config(s, layers=2))
-    with device:
-        block = Block(config, 1, Formats(torch.bfloat16, "dense", "int4"))  # layer 1: a MoE layer
+    with device:  # layer 1: a MoE layer, stored as K2 ships it (block-FP8 attention and shared expert)
+        block = Block(config, 1, Formats(torch.bfloat16, "fp8", "int4"))
     fill_random(block)
     context = s.layer_context
     cache_kv = torch.randn(1, context, s.kv_lora, dtype=torch.bfloat16, device=device)
     cache_pe = torch.randn(1, context, s.rope, dtype=torch.bfloat16, device=device)
     x = torch.randn(1, 1, s.hidden, dtype=torch.bfloat16, device=device)
-    rope = rope_tables(config, rope_inv_freq(config).to(device), torch.tensor([context - 1], device=device))
+    # The engine's decode step: the new token is the context's last; it writes its own cache row, then attends to all
+    step = DecodeStep.at(config, rope_inv_freq(config).to(device), torch.tensor([context - 1], device=device))
 
-    def attention():  # the new token is the context's last: it writes its own cache row, then attends to all
-        return x + block.self_attn(block.input_layernorm(x), context - 1, rope, cache_kv, cache_pe, True)
+    def attention():
+        return x + block.self_attn.decode(block.input_layernorm(x), step, cache_kv, cache_pe)
 
     def forward():
-        return block(x, context - 1, rope, cache_kv, cache_pe, True)
+        return block.decode(x, step, cache_kv, cache_pe)
 
     # Checked in two halves, each on the same input both ways: fed the two attention outputs, the
     # router could pick a different expert on a near tie and fail a correct layer.
@@ -828,8 +834,8 @@ def k2_width_layers(bench: Bench) -> int:
     from kimicode.backends.k2.model import Block, Formats
 
     s = bench.shapes
-    config = ModelConfig.from_dict(k2_config(s, layers=2))
-    formats = Formats(torch.bfloat16, "dense", "int4")
+    raw = k2_config(s, layers=2)
+    config, formats = ModelConfig.from_dict(raw), stored_formats(raw)
     with torch.device("meta"):
         dense, moe_layer = Block(config, 0, formats), Block(config, 1, formats)
     fixed = nbytes(dense.parameters()) + 2 * s.vocab * s.hidden * 2
@@ -838,13 +844,20 @@ def k2_width_layers(bench: Bench) -> int:
     return 1 + max(1, min(60, (free - fixed - reserve) // nbytes(moe_layer.parameters())))
 
 
+def stored_formats(raw: dict):
+    """INT4 experts; the other linears as the model ships them: block FP8 for K2, bf16 for Moonlight."""
+    from kimicode.backends.k2.model import Formats
+
+    return Formats(torch.bfloat16, "fp8" if raw["model_type"] == "kimi_k2" else "dense", "int4")
+
+
 def build_engine(bench: Bench, raw: dict):
     from kimicode.backends.k2.config import ModelConfig
     from kimicode.backends.k2.engine import Engine
-    from kimicode.backends.k2.model import Formats, Transformer
+    from kimicode.backends.k2.model import Transformer
 
     with bench.device:
-        model = Transformer(ModelConfig.from_dict(raw), Formats(torch.bfloat16, "dense", "int4"))
+        model = Transformer(ModelConfig.from_dict(raw), stored_formats(raw))
     fill_random(model)
     return Engine(model)
 

@@ -138,6 +138,7 @@ def mla_decode(
     block_h: int = 16,
     num_warps: int = 4,
     num_stages: int = 2,
+    out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Attention output in latent space (fp32): [batch, heads, kv_lora] for one new token per
     sequence (q_latent [batch, heads, kv_lora], q_pe [batch, heads, rope]), or [batch, tokens,
@@ -145,6 +146,7 @@ def mla_decode(
     heads, kv_lora]; token t sees the cache up to length - tokens + t + 1). kv_cache [batch,
     capacity, kv_lora], pe_cache [batch, capacity, rope]; lengths [batch] int32: cached tokens
     to attend to, the new ones included, at least `tokens` (each query sees its own key).
+    The output is written in `out_dtype` (partials stay fp32), so no conversion follows.
 
     The grid covers the whole capacity (the lengths live on the GPU); programs past a
     query's length return at once. `split_len` tokens per program: at 4K tokens and 64
@@ -163,7 +165,8 @@ def mla_decode(
     split_len = split_length(capacity, batch * tokens * heads * latent * 4, split_len, block_t)
     splits = triton.cdiv(capacity, split_len)
     lengths = lengths.to(torch.int32)
-    partials = torch.empty(batch, splits, tokens, heads, latent, dtype=torch.float32, device=q_latent.device)
+    # one split's partial is already the output
+    partials = torch.empty(batch, splits, tokens, heads, latent, dtype=torch.float32 if splits > 1 else out_dtype, device=q_latent.device)
     lse = torch.empty(batch, splits, tokens, heads, dtype=torch.float32, device=q_latent.device)
     _mla_decode_kernel[(tokens * triton.cdiv(heads, block_h), batch, splits)](
         q_latent, q_pe, kv_cache, pe_cache, lengths, partials, lse,
@@ -177,7 +180,7 @@ def mla_decode(
     if splits == 1:  # each partial is already normalised
         out = partials[:, 0]
         return out[:, 0] if one_token else out
-    out = torch.empty(batch, tokens, heads, latent, dtype=torch.float32, device=q_latent.device)
+    out = torch.empty(batch, tokens, heads, latent, dtype=out_dtype, device=q_latent.device)
     _combine_kernel[(tokens * heads, batch)](
         partials, lse, lengths, out, tokens, heads, split_len, latent,
         partials.stride(0), partials.stride(1), partials.stride(2), partials.stride(3), lse.stride(0), lse.stride(1),

@@ -5,7 +5,9 @@ One MoE layer is four launches, none of which syncs with the host:
 
 1. `route`: sigmoid + bias + group-limited top-k + renormalise + scale, one program per token.
 2. `align_by_expert` (torch ops): (token, slot) pairs sorted by expert and padded so each
-   block of BLOCK_M rows belongs to one expert; blocks past the end are marked -1.
+   block of BLOCK_M rows belongs to one expert; blocks past the end are marked -1. At decode
+   (few pairs) each pair gets a block of its own, which the kernels derive from the block's
+   index: no launch at all.
 3. `_gate_up_kernel`: x·gateᵀ and x·upᵀ from the packed weights in one pass over x, with
    silu(gate)·up in the epilogue.
 4. `_down_kernel`: h·downᵀ, times the routing weight, added into the token's output row
@@ -113,24 +115,30 @@ def route(
 class Alignment:
     """(token, slot) pairs grouped by expert: `pairs[r]` is the pair index (token·top_k + slot)
     of row r, or `num_pairs` for padding; block b = rows [b·block_m, (b+1)·block_m) belongs
-    to expert `block_experts[b]`, or to none (-1) past the last expert's rows."""
+    to expert `block_experts[b]`, or to none (-1) past the last expert's rows. `direct`: block
+    b holds pair b alone in its first row, and `pairs` is None (the kernels know it)."""
 
-    pairs: torch.Tensor
+    pairs: torch.Tensor | None
     block_experts: torch.Tensor
     block_m: int
     num_pairs: int
+    direct: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.block_experts.numel() * self.block_m
 
 
-# Up to this many (token, slot) pairs, each pair gets a block of its own: no sorting, three
-# small ops instead of ~30 (at decode, launches would cost more than the weight stream).
+# Up to this many (token, slot) pairs, each pair gets a block of its own: no sorting and no
+# launch instead of ~30 (at decode, launches would cost more than the weight stream).
 DIRECT_PAIRS = 64
 
 
 def align_by_expert(ids: torch.Tensor, n_experts: int, block_m: int) -> Alignment:
     """Sized for the worst case from shapes alone, so nothing waits on the GPU (CUDA graphs)."""
-    flat = ids.flatten().long()
-    if flat.numel() <= DIRECT_PAIRS:
+    if ids.numel() <= DIRECT_PAIRS:
         return align_one_pair_per_block(ids, block_m)
+    flat = ids.flatten().long()
     num_pairs = flat.numel()
     # scatter_add, not bincount: bincount on CUDA reads the largest id back to size its output.
     counts = torch.zeros(n_experts, dtype=torch.long, device=ids.device).scatter_add_(0, flat, torch.ones_like(flat))
@@ -152,11 +160,9 @@ def align_by_expert(ids: torch.Tensor, n_experts: int, block_m: int) -> Alignmen
 
 def align_one_pair_per_block(ids: torch.Tensor, block_m: int) -> Alignment:
     """Block p holds pair p alone. A token's top-k experts are distinct, so at one token no
-    expert's weights are read twice; with a few tokens, rarely."""
-    num_pairs = ids.numel()
-    pairs = torch.full((num_pairs, block_m), num_pairs, dtype=torch.int32, device=ids.device)
-    pairs[:, 0] = torch.arange(num_pairs, dtype=torch.int32, device=ids.device)
-    return Alignment(pairs.flatten(), ids.flatten().to(torch.int32), block_m, num_pairs)
+    expert's weights are read twice; with a few tokens, rarely. int32 ids (as `route` makes
+    them) are used as they are."""
+    return Alignment(None, ids.flatten().to(torch.int32), block_m, ids.numel(), direct=True)
 
 
 # ---------------------------------------------------------------- expert GEMMs
@@ -211,11 +217,14 @@ def _load_weight_tile(w_ptr, s_ptr, rows, k0, rows_ok, in_features,
 
 
 @triton.jit
-def _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M: tl.constexpr):
+def _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M: tl.constexpr, DIRECT: tl.constexpr):
     """(rows, pairs, which rows are real, their tokens) of one aligned block. int64 rows:
     rows·stride passes 2³¹ at 128K tokens."""
     rows = block.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    pairs = tl.load(pairs_ptr + rows)
+    if DIRECT:  # pair `block` in the first row, the rest padding
+        pairs = tl.where(tl.arange(0, BLOCK_M) == 0, block, num_pairs)
+    else:
+        pairs = tl.load(pairs_ptr + rows)
     return rows, pairs, pairs < num_pairs, (pairs // top_k).to(tl.int64)
 
 
@@ -246,13 +255,13 @@ def _gate_up_kernel(
     stride_x, stride_expert_w, stride_expert_s, stride_h,
     FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
-    FP32_TILES: tl.constexpr, WEIGHT_FIRST: tl.constexpr,
+    FP32_TILES: tl.constexpr, WEIGHT_FIRST: tl.constexpr, DIRECT: tl.constexpr,
 ):
     block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
     if expert < 0:
         return
-    rows, pairs, row_ok, tokens = _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M)
+    rows, pairs, row_ok, tokens = _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M, DIRECT)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < inter
     gate_w = gate_ptr + expert.to(tl.int64) * stride_expert_w
@@ -287,13 +296,13 @@ def _down_kernel(
     stride_h, stride_expert_w, stride_expert_s, stride_out,
     FMT: tl.constexpr, SCALE_N: tl.constexpr, SCALE_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, UPCAST: tl.constexpr,
-    FP32_TILES: tl.constexpr, WEIGHT_FIRST: tl.constexpr,
+    FP32_TILES: tl.constexpr, WEIGHT_FIRST: tl.constexpr, DIRECT: tl.constexpr,
 ):
     block = tl.program_id(1)
     expert = tl.load(block_experts_ptr + block)
     if expert < 0:
         return
-    rows, pairs, row_ok, tokens = _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M)
+    rows, pairs, row_ok, tokens = _block_rows(pairs_ptr, block, num_pairs, top_k, BLOCK_M, DIRECT)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < hidden
     k_start = tl.program_id(2) * k_per_split
@@ -372,9 +381,11 @@ class ExpertWeights:
 
 
 def fused_moe(
-    x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: ExpertWeights, config: MoEConfig | None = None
+    x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, experts: ExpertWeights, config: MoEConfig | None = None,
+    *, add_to: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Σ_slots weight · down(silu(gate(x)) · up(x)) for each token of x [tokens, hidden]."""
+    """Σ_slots weight · down(silu(gate(x)) · up(x)) for each token of x [tokens, hidden], in
+    x.dtype. `add_to` (fp32 [tokens, hidden], consumed): what the sum starts from instead of zeros."""
     tokens, hidden = x.shape
     n_experts, _, inter = experts.shape
     top_k = ids.shape[1]
@@ -397,28 +408,31 @@ def fused_moe(
     gate_scale, stride_s = scales(experts.gate_scale, experts.gate)
     up_scale, _ = scales(experts.up_scale, experts.up)
     down_scale, down_stride_s = scales(experts.down_scale, experts.down)
+    align = align_by_expert(ids, n_experts, config.block_m)
     constants = dict(  # both kernels'
         FMT=FORMATS[experts.fmt], SCALE_N=experts.block[0], SCALE_K=experts.block[1],
         BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         UPCAST=INTERPRET, FP32_TILES=INTERPRET or x.dtype != torch.bfloat16,
-        WEIGHT_FIRST=config.weight_first, num_warps=config.num_warps,
+        WEIGHT_FIRST=config.weight_first, DIRECT=align.direct, num_warps=config.num_warps,
     )
     k_per_split = triton.cdiv(triton.cdiv(inter, config.splits), config.block_k) * config.block_k
     x = x.contiguous()
-    align = align_by_expert(ids, n_experts, config.block_m)
     blocks = align.block_experts.numel()
-    h = torch.empty(align.pairs.numel(), inter, dtype=x.dtype, device=x.device)
+    pairs = align.block_experts if align.direct else align.pairs  # direct: a pointer never read
+    h = torch.empty(align.rows, inter, dtype=x.dtype, device=x.device)
     # N-blocks vary fastest: programs running together share one block of rows (x stays in L2)
     # and walk one expert's weights, instead of every N-block sweeping all of x.
     _gate_up_kernel[(triton.cdiv(inter, config.block_n), blocks)](
         x, stored(experts.gate), gate_scale, stored(experts.up), up_scale,
-        align.pairs, align.block_experts, h,
+        pairs, align.block_experts, h,
         align.num_pairs, top_k, hidden, inter,
         x.stride(0), experts.gate.stride(0), stride_s, h.stride(0), **constants,
     )
-    out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device)
+    if add_to is not None and (add_to.shape != (tokens, hidden) or add_to.dtype != torch.float32 or not add_to.is_contiguous()):
+        raise ValueError(f"add_to must be contiguous fp32 of shape {(tokens, hidden)}, not {add_to.dtype} {tuple(add_to.shape)}")
+    out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device) if add_to is None else add_to
     _down_kernel[(triton.cdiv(hidden, config.block_n), blocks, config.splits)](
-        h, stored(experts.down), down_scale, align.pairs, align.block_experts,
+        h, stored(experts.down), down_scale, pairs, align.block_experts,
         weights.float().contiguous(), out,
         align.num_pairs, top_k, hidden, inter, k_per_split,
         h.stride(0), experts.down.stride(0), down_stride_s, out.stride(0), **constants,

@@ -194,7 +194,7 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
     from dataclasses import replace
 
     from kimicode.backends.k2.engine import Engine
-    from kimicode.backends.k2.kernels import fp8_linear, mla_decode, mla_prefill, moe
+    from kimicode.backends.k2.kernels import fp8_linear, mla_decode, mla_prefill, moe, norm, rope_cache
     from kimicode.backends.k2.kernels.bench import K2, attention_projections
 
     s = K2
@@ -247,7 +247,23 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
         scale_inv = torch.ones(-(-n_out // 128), -(-n_in // 128))
         for rows in (1, s.prefill_tokens):
             x = torch.randn(rows, n_in, dtype=torch.bfloat16)
-            calls.append((f"fp8 {name} {rows} tok", lambda x=x, w=weight, si=scale_inv: fp8_linear.fp8_linear(x, w, si)))
+            if name.endswith("gate/up"):  # the MLPs pair gate and up in one launch
+                pair = (weight, scale_inv)
+                calls.append((f"fp8 {name} {rows} tok", lambda x=x, p=pair: fp8_linear.fp8_swiglu(x, p, p)))
+            else:
+                calls.append((f"fp8 {name} {rows} tok", lambda x=x, w=weight, si=scale_inv: fp8_linear.fp8_linear(x, w, si)))
+    for rows in (1, s.prefill_tokens):
+        x = torch.randn(rows, s.hidden, dtype=torch.bfloat16)
+        weight = torch.ones(s.hidden, dtype=torch.bfloat16)
+        calls.append((f"rms_norm {rows} tok", lambda x=x, w=weight: norm.rms_norm(x, w, 1e-6)))
+        calls.append((f"rms_norm + residual {rows} tok", lambda x=x, w=weight: norm.rms_norm(x, w, 1e-6, x)))
+        q_lora = torch.randn(rows, s.q_lora, dtype=torch.bfloat16)
+        calls.append((f"rms_norm q_lora {rows} tok", lambda x=q_lora: norm.rms_norm(x, torch.ones(s.q_lora, dtype=torch.bfloat16), 1e-6)))
+    q_head = torch.randn(1, s.heads, s.nope + s.rope, dtype=torch.bfloat16)
+    kv_a = torch.randn(1, s.kv_lora + s.rope, dtype=torch.bfloat16)
+    cos_sin = torch.randn(1, s.rope // 2)
+    calls.append(("rope + cache 1 tok", lambda: rope_cache.rope_and_cache(
+        q_head, kv_a, cos_sin, cos_sin, torch.ones(s.kv_lora, dtype=torch.bfloat16), 1e-6, torch.zeros(1, dtype=torch.long), kv, pe)))
     return calls
 
 
@@ -272,7 +288,7 @@ def report(arch: int = 90) -> list[Compiled]:
     return compiled
 
 
-COLUMNS = (("kernel", 20), ("launches", 34), ("warps", 6), ("stages", 7), ("regs", 5), ("spills", 7), ("smem", 9),
+COLUMNS = (("kernel", 22), ("launches", 34), ("warps", 6), ("stages", 7), ("regs", 5), ("spills", 7), ("smem", 9),
            ("blocks/SM", 10), ("warps/SM", 9))
 
 

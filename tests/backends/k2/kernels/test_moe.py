@@ -149,6 +149,6 @@ def test_routing_kernel_matches_select_experts(n_experts, n_group, topk_group, t
 def test_few_pairs_get_a_block_each_without_sorting():
     _, ids = routing(3, 8, 2, seed=10)
     align = align_by_expert(ids, 8, block_m=16)
+    assert align.direct and align.pairs is None and align.rows == 6 * 16  # the kernels derive the pairs
     assert align.block_experts.tolist() == ids.flatten().tolist()
-    rows = align.pairs.view(6, 16)
-    assert rows[:, 0].tolist() == list(range(6)) and bool((rows[:, 1:] == 6).all())
+    assert align.block_experts.data_ptr() == ids.data_ptr()  # route's int32 ids as they are: nothing launched

@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("triton")
 
-KERNELS = {"route_kernel", "gate_up_kernel", "down_kernel", "mla_decode_kernel", "combine_kernel", "mla_prefill_kernel", "fp8_linear_kernel"}
+KERNELS = {"route_kernel", "gate_up_kernel", "down_kernel", "mla_decode_kernel", "combine_kernel", "mla_prefill_kernel", "fp8_linear_kernel",
+           "rms_norm_kernel", "rope_and_cache_kernel"}
 ARCHES = (90, 89, 80)
 
 
