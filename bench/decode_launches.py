@@ -2,10 +2,11 @@
 
     TRITON_INTERPRET=1 python bench/decode_launches.py
 
-Builds a K2-structured MoE layer (q_lora, block-FP8 linears, INT4 experts, one shared expert)
-and a dense one at small widths, runs one decode step of each with the kernels on, and prints
-the launches by op. Widths are small so the interpreter is quick; the FP8 scale block is
-shrunk to 32 so the split-K decode path is taken, as it is at K2's widths.
+Builds K2-structured layers (q_lora, INT4 experts, one shared expert; layer 0 dense) at small
+widths with the other linears block-FP8 (K2-Instruct loaded with --quant int4) or bf16 (as
+K2-Thinking ships them), runs one decode step of each with the kernels on, and prints the
+launches by op. Widths are small so the interpreter is quick; the FP8 scale block is shrunk
+to 32 so the split-K decode path is taken, as it is at K2's widths.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from kimicode.backends.k2.kernels.bench import TINY, k2_config  # noqa: E402
 from kimicode.backends.k2.kernels.launches import count_launches  # noqa: E402
 from kimicode.backends.k2.model import Block, DecodeStep, Formats, rope_inv_freq  # noqa: E402
 
-K2_FORMATS = Formats(torch.bfloat16, linear="fp8", experts="int4", fp8_block=(32, 32))
+FORMATS = {"fp8": Formats(torch.bfloat16, linear="fp8", experts="int4", fp8_block=(32, 32)),
+           "bf16": Formats(torch.bfloat16, linear="dense", experts="int4")}
 
 
 def random_block(config: ModelConfig, layer: int, formats: Formats, seed: int = 0) -> Block:
@@ -61,9 +63,9 @@ def decode_launches(block: Block, config: ModelConfig, context: int = 64):
 
 def main() -> int:
     config = ModelConfig.from_dict(k2_config(TINY, layers=2))
-    layers = {"MoE layer": random_block(config, 1, K2_FORMATS), "dense layer": random_block(config, 0, K2_FORMATS)}
-    counts = {name: decode_launches(block, config) for name, block in layers.items()}
-    ops = sorted(set().union(*counts.values()), key=lambda op: -counts["MoE layer"][op])
+    counts = {f"{kind} layer, {linear} linears": decode_launches(random_block(config, layer, formats), config)
+              for linear, formats in FORMATS.items() for kind, layer in (("MoE", 1), ("dense", 0))}
+    ops = sorted(set().union(*counts.values()), key=lambda op: (-sum(c[op] for c in counts.values()), op))
     print(f"| op | {' | '.join(counts)} |")
     print("|---|" + "---|" * len(counts))
     for op in ops:

@@ -125,11 +125,11 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_proj, self.up_proj
-        if gate.fmt == up.fmt == "fp8" and use_kernels(x):  # gate, up and silu·up in one launch
-            from kimicode.backends.k2.kernels.fp8_linear import fp8_swiglu
+        if use_kernels(x) and gate.fmt == up.fmt and (gate.fmt == "fp8" or gate.weight.dtype == x.dtype):
+            from kimicode.backends.k2.kernels.fp8_linear import swiglu  # gate, up and silu·up in one launch
 
-            pair = ((gate.weight, gate.weight_scale_inv), (up.weight, up.weight_scale_inv))
-            return self.down_proj(fp8_swiglu(x, *pair, gate.block))
+            pair = [(p.weight, p.weight_scale_inv if p.fmt == "fp8" else None) for p in (gate, up)]
+            return self.down_proj(swiglu(x, *pair, gate.block))
         return self.down_proj(F.silu(gate(x)) * up(x))
 
 

@@ -364,6 +364,7 @@ def kernel_cases(bench: Bench) -> list[Case]:
         cases.append(Case(name, partial(mla_prefill_case, bench, s.prefill_tokens, cached)))
     for name, (n_in, n_out) in attention_projections(s).items():
         cases.append(Case(f"fp8 {name} {n_in}->{n_out}", partial(fp8_case, bench, name, n_in, n_out)))
+    cases.append(Case("launch cost", partial(launch_cost_case, bench)))
     return cases
 
 
@@ -605,6 +606,39 @@ def fp8_case(bench: Bench, name: str, n_in: int, n_out: int) -> list[Row]:
     return rows
 
 
+LAUNCH_CHAIN = 100  # dependent small kernels timed together by launch_cost_case
+# Launches of one decoded K2 MoE layer at 4K context: bench/decode_launches.py counts 20, and
+# a cache longer than one split adds the MLA combine.
+MOE_LAYER_LAUNCHES = 21
+
+
+def launch_cost_case(bench: Bench) -> list[Row]:
+    """What one small kernel costs in a decode step, launch, ramp and tail together: a chain
+    of dependent RMSNorms over one token's hidden row (14 KB each), replayed from a CUDA graph
+    like the step. Times the launches a decoded layer makes (`bench/decode_launches.py`) to
+    tell how much of a layer's gap to its byte floor they explain."""
+    from kimicode.backends.k2.kernels.norm import rms_norm
+    from kimicode.backends.k2.model import rms_norm_ops
+
+    hidden = bench.shapes.hidden
+    x = torch.randn(1, hidden, dtype=torch.bfloat16, device=bench.device)
+    weight = torch.ones(hidden, dtype=torch.bfloat16, device=bench.device)
+    check = compare(rms_norm(x, weight, 1e-6), rms_norm_ops(x, weight, 1e-6))
+
+    def chain():
+        y = x
+        for _ in range(LAUNCH_CHAIN):
+            y = rms_norm(y, weight, 1e-6)
+        return y
+
+    timing = bench.time(chain)
+    each = timing.seconds / LAUNCH_CHAIN
+    return [Row("launch cost, per kernel", check.text, each, "", "", None, "", "-",
+                f"{LAUNCH_CHAIN} dependent rms_norm launches, {timing.mode}; "
+                f"{MOE_LAYER_LAUNCHES} per K2 MoE layer = {format_time(MOE_LAYER_LAUNCHES * each)}",
+                check.failed)]
+
+
 # ---------------------------------------------------------------- models with random weights
 
 
@@ -703,20 +737,23 @@ class kernels_on:
 
 def layer_cases(bench: Bench) -> list[Case]:
     s = bench.shapes
-    cases = [Case(f"k2 layer 1 tok {context_name(s.layer_context)} ctx", partial(layer_case, bench))]
+    name = f"k2 layer 1 tok {context_name(s.layer_context)} ctx"
+    cases = [Case(name, partial(layer_case, bench, "fp8")), Case(f"{name} bf16 linears", partial(layer_case, bench, "dense"))]
     cases += [Case(f"mla turn {context_name(s.turn[0])}+{new}", partial(turn_attention_case, bench, new)) for new in s.turn_new]
     return cases
 
 
-def layer_case(bench: Bench) -> list[Row]:
+def layer_case(bench: Bench, linear: str) -> list[Row]:
+    """One decoded token through a K2 MoE layer with INT4 experts and the other linears `linear`:
+    "fp8" (K2-Instruct loaded with --quant int4) or "dense" (bf16, as K2-Thinking ships them)."""
     from kimicode.backends.k2.config import ModelConfig
     from kimicode.backends.k2.model import Block, DecodeStep, Formats, rope_inv_freq
 
     s = bench.shapes
     device = bench.device
     config = ModelConfig.from_dict(k2_config(s, layers=2))
-    with device:  # layer 1: a MoE layer, stored as K2 ships it (block-FP8 attention and shared expert)
-        block = Block(config, 1, Formats(torch.bfloat16, "fp8", "int4"))
+    with device:  # layer 1: a MoE layer
+        block = Block(config, 1, Formats(torch.bfloat16, linear, "int4"))
     fill_random(block)
     context = s.layer_context
     cache_kv = torch.randn(1, context, s.kv_lora, dtype=torch.bfloat16, device=device)
@@ -750,9 +787,12 @@ def layer_case(bench: Bench) -> list[Row]:
     roof = floor / timing.seconds
     target, met = bench.judge(roof, 1 / 1.3, "<=1.3x floor")
     errors = ", ".join(f"{half} {check.error:.1e}" for half, check in halves.items())
-    rows = [Row(f"k2 layer 1 tok {context_name(context)} ctx", worst.text, timing.seconds, format_bytes(floor_bytes),
+    name = f"k2 layer 1 tok {context_name(context)} ctx" + ("" if linear == "fp8" else " bf16 linears")
+    rows = [Row(name, worst.text, timing.seconds, format_bytes(floor_bytes),
                 format_bandwidth(floor_bytes / timing.seconds), roof, target, met,
                 f"{errors}; {timing.seconds / floor:.2f}x floor {format_time(floor)}; {timing.note(floor)}", worst.failed)]
+    if linear != "fp8":
+        return rows
     # The same layer with the shared expert on a second stream (model.OVERLAP_SHARED; CUDA only)
     from kimicode.backends.k2 import model
 
@@ -831,7 +871,7 @@ def k2_width_layers(bench: Bench) -> int:
     if bench.tiny:
         return 2
     from kimicode.backends.k2.config import ModelConfig
-    from kimicode.backends.k2.model import Block, Formats
+    from kimicode.backends.k2.model import Block
 
     s = bench.shapes
     raw = k2_config(s, layers=2)

@@ -1,4 +1,5 @@
-"""Linear layers with block-FP8 weights, dequantised inside the GEMM (Triton).
+"""Linear layers with block-FP8 weights, dequantised inside the GEMM (Triton); and a SwiGLU
+pair (gate and up in one launch, silu·up in the epilogue) for FP8 or bf16 weights.
 
 K2's attention, shared-expert and dense weights ship as e4m3 with one fp32 scale per
 128x128 block; after the routed experts they are the largest bytes a decode step reads.
@@ -36,19 +37,21 @@ def e4m3_to_float(byte):
 @triton.jit
 def _fp8_dot(x_ptr, w_ptr, s_ptr, m, n, m_ok, n_ok, k_start, k_end, stride_x, stride_w, scale_cols,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_BLOCK_N: tl.constexpr,
-             UPCAST: tl.constexpr):
+             UPCAST: tl.constexpr, FP8: tl.constexpr):
     """x[m, k_start:k_end] · dequant(W[n, k_start:k_end])ᵀ in fp32. BLOCK_K is the scale block:
-    one factor per row of a weight tile."""
+    one factor per row of a weight tile. Without FP8, W is read as it is stored."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         k_ok = k < k_end
         a = tl.load(x_ptr + m[:, None] * stride_x + k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptr + n[:, None] * stride_w + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
-        factor = tl.load(s_ptr + (n // SCALE_BLOCK_N) * scale_cols + k0 // BLOCK_K, mask=n_ok, other=0.0)
-        w = e4m3_to_float(w) * factor[:, None]
+        if FP8:
+            factor = tl.load(s_ptr + (n // SCALE_BLOCK_N) * scale_cols + k0 // BLOCK_K, mask=n_ok, other=0.0)
+            w = e4m3_to_float(w) * factor[:, None]
         if UPCAST:
             a = a.to(tl.float32)
+            w = w.to(tl.float32)
         else:
             w = w.to(a.dtype)
         acc += tl.dot(a, tl.trans(w))
@@ -61,7 +64,7 @@ def _fp8_linear_kernel(
     rows, out_features, in_features, scale_cols, k_per_split,
     stride_x, stride_w, stride_out,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_BLOCK_N: tl.constexpr,
-    UPCAST: tl.constexpr, SPLIT_K: tl.constexpr, SWIGLU: tl.constexpr,
+    UPCAST: tl.constexpr, SPLIT_K: tl.constexpr, SWIGLU: tl.constexpr, FP8: tl.constexpr,
 ):
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -71,11 +74,11 @@ def _fp8_linear_kernel(
     k_start = tl.program_id(2) * k_per_split
     k_end = tl.minimum(k_start + k_per_split, in_features)
     acc = _fp8_dot(x_ptr, w_ptr, s_ptr, m, n, m_ok, n_ok, k_start, k_end, stride_x, stride_w, scale_cols,
-                   BLOCK_M, BLOCK_N, BLOCK_K, SCALE_BLOCK_N, UPCAST)
+                   BLOCK_M, BLOCK_N, BLOCK_K, SCALE_BLOCK_N, UPCAST, FP8)
     up = acc  # read only with SWIGLU
     if SWIGLU:  # the up projection on the same rows of x and W: silu(gate) · up in the epilogue
         up = _fp8_dot(x_ptr, up_ptr, up_s_ptr, m, n, m_ok, n_ok, k_start, k_end, stride_x, stride_w, scale_cols,
-                      BLOCK_M, BLOCK_N, BLOCK_K, SCALE_BLOCK_N, UPCAST)
+                      BLOCK_M, BLOCK_N, BLOCK_K, SCALE_BLOCK_N, UPCAST, FP8)
     if SPLIT_K:
         # Each K range stores its partial; the last program of the tile to arrive sums them in
         # split order (the same result every run, unlike atomic adds) and writes the output, so
@@ -118,20 +121,29 @@ def fp8_linear(
     return _launch(x, [(weight, scale_inv)], block, block_m, block_n, splits)
 
 
-def fp8_swiglu(
-    x: torch.Tensor, gate: tuple[torch.Tensor, torch.Tensor], up: tuple[torch.Tensor, torch.Tensor],
+Projection = tuple[torch.Tensor, "torch.Tensor | None"]  # (e4m3 weight, scale_inv), or (weight in x's dtype, None)
+
+
+def swiglu(
+    x: torch.Tensor, gate: Projection, up: Projection,
     block: tuple[int, int] = (128, 128), *, block_m: int | None = None, block_n: int | None = None, splits: int | None = None,
 ) -> torch.Tensor:
-    """silu(x · gateᵀ) · (x · upᵀ), each projection an (e4m3 weight, scale_inv) pair of one shape:
-    a SwiGLU MLP's first half in one launch, gate and up never written out."""
-    if gate[0].shape != up[0].shape or gate[1].shape != up[1].shape:
-        raise ValueError(f"gate {tuple(gate[0].shape)} and up {tuple(up[0].shape)} projections must have one shape")
+    """silu(x · gateᵀ) · (x · upᵀ): a SwiGLU MLP's first half in one launch, gate and up never
+    written out. Both projections of one shape and format; a bf16 pair tiles K by block[1]."""
+    if gate[0].shape != up[0].shape or gate[0].dtype != up[0].dtype or (gate[1] is None) != (up[1] is None):
+        raise ValueError(f"gate {tuple(gate[0].shape)} {gate[0].dtype} and up {tuple(up[0].shape)} {up[0].dtype} "
+                         "projections must have one shape and format")
+    if gate[1] is None and gate[0].dtype != x.dtype:
+        raise ValueError(f"unquantised weights must be in x's dtype {x.dtype}, not {gate[0].dtype}")
     return _launch(x, [gate, up], block, block_m, block_n, splits)
 
 
 def _launch(x, projections, block, block_m, block_n, splits) -> torch.Tensor:
     weight, scale_inv = projections[0]
     up, up_scale = projections[-1]
+    fp8 = scale_inv is not None
+    if not fp8:  # a pointer never read, and no scale columns
+        scale_inv, up_scale = weight, up
     rows = x.numel() // x.shape[-1]
     flat = x.reshape(rows, x.shape[-1])
     out_features, in_features = weight.shape
@@ -152,13 +164,18 @@ def _launch(x, projections, block, block_m, block_n, splits) -> torch.Tensor:
     # fp32 partial sums of each K range (and projection); one split writes none
     partials = torch.empty(splits * len(projections), rows, out_features, dtype=torch.float32, device=x.device) if splits > 1 else out
     _fp8_linear_kernel[(triton.cdiv(rows, block_m), triton.cdiv(out_features, block_n), splits)](
-        flat, weight.view(torch.uint8), scale_inv, up.view(torch.uint8), up_scale, out, partials, arrivals(x.device, grid_mn),
-        rows, out_features, in_features, scale_inv.shape[1], k_per_split,
+        flat, stored(weight), scale_inv, stored(up), up_scale, out, partials, arrivals(x.device, grid_mn),
+        rows, out_features, in_features, scale_inv.shape[1] if fp8 else 0, k_per_split,
         flat.stride(0), weight.stride(0), out.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block[1], SCALE_BLOCK_N=block[0], UPCAST=INTERPRET,
-        SPLIT_K=splits > 1, SWIGLU=len(projections) == 2, num_warps=num_warps,
+        SPLIT_K=splits > 1, SWIGLU=len(projections) == 2, FP8=fp8, num_warps=num_warps,
     )
     return out.view(*x.shape[:-1], out_features)
+
+
+def stored(weight: torch.Tensor) -> torch.Tensor:
+    """FP8 weights as their bytes: the kernel decodes e4m3 itself."""
+    return weight.view(torch.uint8) if weight.dtype == torch.float8_e4m3fn else weight
 
 
 _arrivals: dict[tuple, torch.Tensor] = {}

@@ -249,7 +249,7 @@ def engine_launches() -> list[tuple[str, Callable[[], object]]]:
             x = torch.randn(rows, n_in, dtype=torch.bfloat16)
             if name.endswith("gate/up"):  # the MLPs pair gate and up in one launch
                 pair = (weight, scale_inv)
-                calls.append((f"fp8 {name} {rows} tok", lambda x=x, p=pair: fp8_linear.fp8_swiglu(x, p, p)))
+                calls.append((f"fp8 {name} {rows} tok", lambda x=x, p=pair: fp8_linear.swiglu(x, p, p)))
             else:
                 calls.append((f"fp8 {name} {rows} tok", lambda x=x, w=weight, si=scale_inv: fp8_linear.fp8_linear(x, w, si)))
     for rows in (1, s.prefill_tokens):

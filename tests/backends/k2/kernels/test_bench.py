@@ -32,7 +32,7 @@ def test_kernels_dry_run(capsys, tmp_path):
     expected = ["moe decode 1 tok", "moe decode 8 tok", "moe decode 1 tok fp8 experts", "moe decode 1 tok bf16 experts",
                 "moe prefill 64 tok", "mla decode 64 ctx", "mla decode 64 ctx (3 stages)", "mla decode 256 ctx",
                 "mla turn 8 tok 64 h16", "mla turn 8 tok 64 h64", "mla prefill 64+0 64x64w4", "mla prefill 64+192 128x64w8", "mla prefill 64+192 sdpa",
-                "fp8 q_a 64->32", "bf16 q_a 64->32", "fp8 q_b 32->128", "fp8 kv_a 64->48", "fp8 o 64->64"]
+                "fp8 q_a 64->32", "bf16 q_a 64->32", "fp8 q_b 32->128", "fp8 kv_a 64->48", "fp8 o 64->64", "launch cost, per kernel"]
     for case in expected:
         assert case in rows, case
     for case in expected:
@@ -48,6 +48,7 @@ def test_layer_dry_run(capsys):
     rows = table_rows(capsys.readouterr().out)
     assert " PASS " in rows["k2 layer 1 tok 64 ctx"]
     assert " PASS " in rows["k2 layer 1 tok 64 ctx, shared"]  # the key: a row's first 30 characters
+    assert " PASS " in rows["k2 layer 1 tok 64 ctx bf16 lin"]
     for new in (8, 64):  # both attention paths of a turn after 64 cached tokens, checked against each other
         assert " PASS " in rows[f"mla turn 64+{new} absorbed"] and " PASS " in rows[f"mla turn 64+{new} expanded"]
 

@@ -10,7 +10,7 @@ pytest.importorskip("triton")
 import torch.nn.functional as F  # noqa: E402
 
 from kimicode.backends.k2.kernels import fp8_linear as fp8_module  # noqa: E402
-from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, fp8_linear_reference, fp8_swiglu  # noqa: E402
+from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, fp8_linear_reference, swiglu  # noqa: E402
 from kimicode.backends.k2.quant import quantize_fp8_block  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def test_swiglu_pair_matches_silu_of_gate_times_up(rows, out_f, in_f, splits):
     gate = quantize_fp8_block(torch.randn(out_f, in_f, generator=g), (32, 32))
     up = quantize_fp8_block(torch.randn(out_f, in_f, generator=g), (32, 32))
     x = torch.randn(rows, in_f, generator=g)
-    got = fp8_swiglu(x, gate, up, (32, 32), block_m=16, block_n=16, splits=splits)
+    got = swiglu(x, gate, up, (32, 32), block_m=16, block_n=16, splits=splits)
     want = F.silu(fp8_linear_reference(x, *gate, (32, 32))) * fp8_linear_reference(x, *up, (32, 32))
     assert got.shape == (rows, out_f)
     assert float((got - want).abs().max() / want.abs().max()) < 1e-5
@@ -76,8 +76,25 @@ def test_split_k_leaves_its_arrival_counts_at_zero_and_repeats_exactly():
     assert float((first - fp8_linear_reference(x, weight, scale_inv, (32, 32))).abs().max()) < 1e-4
 
 
-def test_swiglu_projections_of_different_shapes_are_refused():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("splits", [1, 3, None])
+def test_swiglu_pair_of_unquantised_weights(splits, dtype):
+    """K2-Thinking keeps its shared expert and dense MLP in bf16: the same launch, no scales."""
+    g = torch.Generator().manual_seed(11)
+    gate, up = (torch.randn(48, 200, generator=g) / 14).to(dtype), (torch.randn(48, 200, generator=g) / 14).to(dtype)
+    x = torch.randn(3, 200, generator=g).to(dtype)
+    got = swiglu(x, (gate, None), (up, None), (32, 32), block_n=16, splits=splits)
+    want = F.silu(x.float() @ gate.float().T) * (x.float() @ up.float().T)
+    assert got.dtype == dtype
+    assert float((got.float() - want).abs().max() / want.abs().max()) < (1e-5 if dtype == torch.float32 else 2e-2)
+
+
+def test_swiglu_projections_of_different_shapes_or_formats_are_refused():
     gate = quantize_fp8_block(torch.randn(32, 64), (32, 32))
     up = quantize_fp8_block(torch.randn(64, 64), (32, 32))
-    with pytest.raises(ValueError, match=r"gate \(32, 64\) and up \(64, 64\) projections must have one shape"):
-        fp8_swiglu(torch.randn(1, 64), gate, up, (32, 32))
+    with pytest.raises(ValueError, match=r"gate \(32, 64\) torch.float8_e4m3fn and up \(64, 64\) torch.float8_e4m3fn projections must have one shape"):
+        swiglu(torch.randn(1, 64), gate, up, (32, 32))
+    with pytest.raises(ValueError, match="one shape and format"):
+        swiglu(torch.randn(1, 64), gate, (torch.randn(32, 64), None), (32, 32))
+    with pytest.raises(ValueError, match="unquantised weights must be in x's dtype torch.float32, not torch.bfloat16"):
+        swiglu(torch.randn(1, 64), (torch.randn(32, 64).bfloat16(), None), (torch.randn(32, 64).bfloat16(), None), (32, 32))

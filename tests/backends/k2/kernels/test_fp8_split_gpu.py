@@ -31,14 +31,14 @@ def random_fp8(out_f: int, in_f: int, seed: int):
 def test_split_k_is_exact_every_time_eagerly_and_in_a_graph(name):
     import torch.nn.functional as F
 
-    from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, fp8_linear_reference, fp8_swiglu
+    from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, fp8_linear_reference, swiglu
 
     out_f, in_f = SHAPES[name]
     gate, up = random_fp8(out_f, in_f, 1), random_fp8(out_f, in_f, 2)
     x = torch.randn(1, in_f, device="cuda", dtype=torch.bfloat16)
     if name == "shared gate/up":
         def run():
-            return fp8_swiglu(x, gate, up)
+            return swiglu(x, gate, up)
         want = F.silu(fp8_linear_reference(x.float(), *gate)) * fp8_linear_reference(x.float(), *up)
     else:
         def run():

@@ -27,7 +27,7 @@ def fused_formats(monkeypatch) -> list[str]:
     import kimicode.backends.k2.kernels.moe as moe
 
     seen, fused = [], moe.fused_moe
-    monkeypatch.setattr(moe, "fused_moe", lambda x, w, i, experts, *a: seen.append(experts.fmt) or fused(x, w, i, experts, *a))
+    monkeypatch.setattr(moe, "fused_moe", lambda x, w, i, experts, *a, **k: seen.append(experts.fmt) or fused(x, w, i, experts, *a, **k))
     return seen
 
 
