@@ -36,6 +36,9 @@ SCORES_BUDGET = 256 * 1024**2  # bytes of fp32 attention scores for one chunk of
 # Bytes of per-head keys and values expanded attention builds at once: up to it (K2: ≈ 52K
 # tokens of context) one fused-attention call; past it the context goes in slices.
 EXPANDED_BUDGET = 4 * 1024**3
+# Rows up to which an MLP's gate and up run as one SwiGLU launch. At decode it saves launches;
+# past it each projection keeps its own tiled GEMM (cuBLAS for bf16) until a benchmark says otherwise.
+SWIGLU_ROWS = 16
 KERNEL_TURN_TOKENS = 256  # new tokens per MLA-kernel launch on the absorbed path (bounds its partials)
 # The shared expert on a second CUDA stream beside the routed experts. Off by default: at decode
 # both are bandwidth-bound, so running them side by side reads no fewer bytes and can only hide
@@ -125,7 +128,8 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_proj, self.up_proj
-        if use_kernels(x) and gate.fmt == up.fmt and (gate.fmt == "fp8" or gate.weight.dtype == x.dtype):
+        decoding = x.numel() // x.shape[-1] <= SWIGLU_ROWS
+        if decoding and use_kernels(x) and gate.fmt == up.fmt and (gate.fmt == "fp8" or gate.weight.dtype == x.dtype):
             from kimicode.backends.k2.kernels.fp8_linear import swiglu  # gate, up and silu·up in one launch
 
             pair = [(p.weight, p.weight_scale_inv if p.fmt == "fp8" else None) for p in (gate, up)]
@@ -530,7 +534,8 @@ class Experts(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, *addends: torch.Tensor) -> torch.Tensor:
         """x: [tokens, dim]; weights, indices: [tokens, top_k]. Runs where the experts live.
         With addends (the shared expert's output, the residual), returns the experts' sum plus
-        them: the kernels start their fp32 sum from the addends, one launch instead of an add each."""
+        them: the kernels start their fp32 sum from the addends (two are added in their own dtype,
+        one rounding, as the reference's adds round), one launch instead of an add each."""
         home = x.device
         device = self.gate_proj_weight.device if self.fmt != "int4" else self.gate_proj_weight_packed.device
         x, weights, indices = x.to(device), weights.to(device), indices.to(device)
@@ -692,6 +697,9 @@ class Transformer(nn.Module):
         `positions` [batch] (device tensors). Capturable in a CUDA graph: nothing here reads
         a GPU value on the host, and the cache's shape does not depend on the position."""
         device = self.embed_tokens.weight.device
+        capturing = positions.is_cuda and torch.cuda.is_current_stream_capturing()
+        if not capturing and positions.numel() and not 0 <= int(positions.min()) <= int(positions.max()) < cache.max_len:
+            raise ValueError(f"positions {positions.tolist()} are outside the cache of {cache.max_len}")
         step = DecodeStep.at(self.config, self.inv_freq, positions.to(device))
         x = self.embed_tokens(tokens.to(device))
         for i, layer in enumerate(self.layers):

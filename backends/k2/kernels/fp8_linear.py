@@ -142,10 +142,13 @@ def _launch(x, projections, block, block_m, block_n, splits) -> torch.Tensor:
     weight, scale_inv = projections[0]
     up, up_scale = projections[-1]
     fp8 = scale_inv is not None
+    check_projections(x, projections, block)
     if not fp8:  # a pointer never read, and no scale columns
         scale_inv, up_scale = weight, up
     rows = x.numel() // x.shape[-1]
     flat = x.reshape(rows, x.shape[-1])
+    if flat.stride(-1) != 1:
+        flat = flat.contiguous()
     out_features, in_features = weight.shape
     if block_m is None:  # decode: few rows, so small M tiles and many N programs to stream the weight
         block_m = 16 if rows <= 16 else 64
@@ -161,10 +164,11 @@ def _launch(x, projections, block, block_m, block_n, splits) -> torch.Tensor:
     k_per_split = triton.cdiv(triton.cdiv(in_features, splits), block[1]) * block[1]
     splits = triton.cdiv(in_features, k_per_split)
     out = torch.empty(rows, out_features, dtype=x.dtype, device=x.device)
-    # fp32 partial sums of each K range (and projection); one split writes none
+    # fp32 partial sums of each K range (and projection) and the tiles' arrival counts; one split needs neither
     partials = torch.empty(splits * len(projections), rows, out_features, dtype=torch.float32, device=x.device) if splits > 1 else out
+    counts = arrivals(x.device, grid_mn) if splits > 1 else out
     _fp8_linear_kernel[(triton.cdiv(rows, block_m), triton.cdiv(out_features, block_n), splits)](
-        flat, stored(weight), scale_inv, stored(up), up_scale, out, partials, arrivals(x.device, grid_mn),
+        flat, stored(weight), scale_inv, stored(up), up_scale, out, partials, counts,
         rows, out_features, in_features, scale_inv.shape[1] if fp8 else 0, k_per_split,
         flat.stride(0), weight.stride(0), out.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block[1], SCALE_BLOCK_N=block[0], UPCAST=INTERPRET,
@@ -173,22 +177,44 @@ def _launch(x, projections, block, block_m, block_n, splits) -> torch.Tensor:
     return out.view(*x.shape[:-1], out_features)
 
 
+def check_projections(x: torch.Tensor, projections: list[Projection], block: tuple[int, int]) -> None:
+    """The kernel reads by the first projection's strides and scale grid: each must match them."""
+    weight, scale_inv = projections[0]
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x has {x.shape[-1]} features, the weight takes {weight.shape[1]}")
+    for w, s in projections:
+        if w.stride() != (w.shape[1], 1):
+            raise ValueError(f"weights must be contiguous [out, in], got strides {w.stride()}")
+        if s is None:
+            continue
+        if w.dtype != torch.float8_e4m3fn:
+            raise ValueError(f"a scaled weight must be float8_e4m3fn, not {w.dtype}")
+        grid = (-(-w.shape[0] // block[0]), -(-w.shape[1] // block[1]))
+        if tuple(s.shape) != grid or not s.is_contiguous():
+            raise ValueError(f"scale_inv must be contiguous of shape {grid} for blocks {block}, got {tuple(s.shape)}")
+
+
 def stored(weight: torch.Tensor) -> torch.Tensor:
     """FP8 weights as their bytes: the kernel decodes e4m3 itself."""
     return weight.view(torch.uint8) if weight.dtype == torch.float8_e4m3fn else weight
 
 
+ARRIVAL_SLOTS = 4096  # tiles one split launch may have; decode launches split only below ~264
 _arrivals: dict[tuple, torch.Tensor] = {}
+_outgrown: list[torch.Tensor] = []  # never freed: a captured CUDA graph may still hold their addresses
 
 
 def arrivals(device: torch.device, tiles: int) -> torch.Tensor:
     """Per output tile, how many of its K ranges have finished: all zero between launches (the
-    last program resets its own). One buffer per stream, so launches that may run at once never share."""
+    last program resets its own). One buffer per stream, so launches that may run at once never
+    share; a buffer is never freed, so no graph replays into memory that was handed on."""
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device, stream)
     counts = _arrivals.get(key)
     if counts is None or counts.numel() < tiles:
-        counts = _arrivals[key] = torch.zeros(max(tiles, 1024), dtype=torch.int32, device=device)
+        if counts is not None:
+            _outgrown.append(counts)
+        counts = _arrivals[key] = torch.zeros(max(tiles, ARRIVAL_SLOTS), dtype=torch.int32, device=device)
     return counts
 
 

@@ -390,6 +390,10 @@ def fused_moe(
     n_experts, _, inter = experts.shape
     top_k = ids.shape[1]
     fp8 = experts.fmt == "fp8"
+    if add_to is not None and (add_to.shape != (tokens, hidden) or add_to.dtype != torch.float32
+                               or not add_to.is_contiguous() or add_to.device != x.device):
+        raise ValueError(f"add_to must be contiguous fp32 of shape {(tokens, hidden)} on {x.device}, "
+                         f"not {add_to.dtype} {tuple(add_to.shape)} on {add_to.device}")
     config = config or pick_config(tokens, top_k, hidden, inter, max_block_k=experts.block[1] if fp8 else 256)
     if hidden % max(config.block_k, 32) or inter % max(config.block_k, 32):
         raise ValueError(f"hidden {hidden} and inter {inter} must be multiples of block_k {config.block_k} and 32")
@@ -428,8 +432,6 @@ def fused_moe(
         align.num_pairs, top_k, hidden, inter,
         x.stride(0), experts.gate.stride(0), stride_s, h.stride(0), **constants,
     )
-    if add_to is not None and (add_to.shape != (tokens, hidden) or add_to.dtype != torch.float32 or not add_to.is_contiguous()):
-        raise ValueError(f"add_to must be contiguous fp32 of shape {(tokens, hidden)}, not {add_to.dtype} {tuple(add_to.shape)}")
     out = torch.zeros(tokens, hidden, dtype=torch.float32, device=x.device) if add_to is None else add_to
     _down_kernel[(triton.cdiv(hidden, config.block_n), blocks, config.splits)](
         h, stored(experts.down), down_scale, pairs, align.block_experts,

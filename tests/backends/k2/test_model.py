@@ -445,3 +445,7 @@ def test_graph_safe_decode_matches_the_cached_forward(long_engine, kernels, monk
     expected_short = net(ids[1:, :11], 0, net.new_cache(1, 64))[:, -1]
     got = net.decode(torch.stack([ids[0, 23:24], ids[1, 10:11]]), torch.tensor([23, 10]), cache)[:, 0]
     assert relative_error(got[1:], expected_short) <= 1e-5
+    before = [t.clone() for t in cache.kv]
+    with pytest.raises(ValueError, match=r"positions \[23, 64\] are outside the cache of 64"):
+        net.decode(ids[:, 23:], torch.tensor([23, 64]), cache)
+    assert all(torch.equal(a, b) for a, b in zip(before, cache.kv))  # nothing was written

@@ -98,3 +98,24 @@ def test_swiglu_projections_of_different_shapes_or_formats_are_refused():
         swiglu(torch.randn(1, 64), gate, (torch.randn(32, 64), None), (32, 32))
     with pytest.raises(ValueError, match="unquantised weights must be in x's dtype torch.float32, not torch.bfloat16"):
         swiglu(torch.randn(1, 64), (torch.randn(32, 64).bfloat16(), None), (torch.randn(32, 64).bfloat16(), None), (32, 32))
+
+
+def test_the_arrival_counts_of_a_stream_are_never_reallocated_under_a_launch():
+    """A captured CUDA graph holds the counts' address: growing must not free the old buffer."""
+    first = fp8_module.arrivals(torch.device("cpu"), 96)
+    assert fp8_module.arrivals(torch.device("cpu"), 1152).data_ptr() == first.data_ptr()  # K2's widest split launch fits
+    grown = fp8_module.arrivals(torch.device("cpu"), fp8_module.ARRIVAL_SLOTS + 1)
+    assert grown.data_ptr() != first.data_ptr() and any(t is first for t in fp8_module._outgrown)
+
+
+def test_weights_the_kernel_would_misread_are_refused():
+    weight, scale_inv = quantize_fp8_block(torch.randn(64, 64), (32, 32))
+    x = torch.randn(1, 64)
+    with pytest.raises(ValueError, match="a scaled weight must be float8_e4m3fn, not torch.float32"):
+        fp8_linear(x, weight.float(), scale_inv, (32, 32))
+    with pytest.raises(ValueError, match=r"scale_inv must be contiguous of shape \(2, 2\) for blocks \(32, 32\), got \(2, 1\)"):
+        fp8_linear(x, weight, scale_inv[:, :1], (32, 32))
+    with pytest.raises(ValueError, match="weights must be contiguous"):
+        fp8_linear(x, weight.T, scale_inv, (32, 32))
+    with pytest.raises(ValueError, match="x has 32 features, the weight takes 64"):
+        fp8_linear(torch.randn(1, 32), weight, scale_inv, (32, 32))

@@ -60,3 +60,31 @@ def test_split_k_is_exact_every_time_eagerly_and_in_a_graph(name):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, first)
+
+
+def test_one_graph_of_narrow_and_wide_split_launches_replays_exactly():
+    """Layer 0 of K2 in order: q_a (96 tiles), the dense MLP's 18,432-wide pair, then kv_a and q_a
+    again, all captured in one graph: every launch must find its arrival counts where it left them."""
+    from kimicode.backends.k2.kernels.fp8_linear import fp8_linear, swiglu
+
+    q_a, kv_a = random_fp8(1536, 7168, 3), random_fp8(576, 7168, 4)
+    gate, up = random_fp8(18432, 7168, 5), random_fp8(18432, 7168, 6)
+    x = torch.randn(1, 7168, device="cuda", dtype=torch.bfloat16)
+
+    def layer():
+        return fp8_linear(x, *q_a), swiglu(x, gate, up), fp8_linear(x, *kv_a), fp8_linear(x, *q_a)
+
+    eager = layer()
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        layer()
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph):
+        captured = layer()
+    for _ in range(5):
+        graph.replay()
+        torch.cuda.synchronize()
+        for got, want in zip(captured, eager):
+            assert torch.equal(got, want)

@@ -152,3 +152,24 @@ def test_few_pairs_get_a_block_each_without_sorting():
     assert align.direct and align.pairs is None and align.rows == 6 * 16  # the kernels derive the pairs
     assert align.block_experts.tolist() == ids.flatten().tolist()
     assert align.block_experts.data_ptr() == ids.data_ptr()  # route's int32 ids as they are: nothing launched
+
+
+def test_the_sum_starts_from_add_to(alignment):
+    """The shared expert's output and the residual ride in as the fp32 start of the routed sum."""
+    experts = random_experts(8, hidden=64, inter=64, seed=12)
+    weights, ids = routing(3, 8, 2, seed=13)
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(14))
+    start = 5 * torch.randn(3, 64, generator=torch.Generator().manual_seed(15))
+    got = fused_moe(x, weights, ids, experts, add_to=start.clone())
+    want = moe_reference(x, weights, ids, experts).float() + start
+    assert relative(got, want) < 1e-5
+    assert relative(got, moe_reference(x, weights, ids, experts)) > 0.5  # the start was really added
+
+
+def test_an_add_to_the_kernels_cannot_use_is_refused_before_any_launch():
+    experts = random_experts(8, hidden=64, inter=64)
+    weights, ids = routing(2, 8, 2)
+    x = torch.randn(2, 64)
+    for bad in (torch.zeros(2, 64, dtype=torch.bfloat16), torch.zeros(2, 32), torch.zeros(64, 2).T):
+        with pytest.raises(ValueError, match="add_to must be contiguous fp32 of shape"):
+            fused_moe(x, weights, ids, experts, add_to=bad)

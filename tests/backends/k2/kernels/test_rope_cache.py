@@ -49,6 +49,7 @@ def test_rope_and_cache_matches_the_torch_ops(shape, dtype):
     untouched = torch.ones(args["cache_kv"].shape[:2], dtype=torch.bool)
     untouched[torch.arange(len(args["positions"])), args["positions"]] = False
     assert torch.equal(args["cache_kv"][untouched], want_kv[untouched])  # every other slot, and rows past the batch, as they were
+    assert torch.equal(args["cache_pe"][untouched], want_pe[untouched])
     assert torch.equal(args["q"][..., : -args["cache_pe"].shape[-1]], want_q[..., : -args["cache_pe"].shape[-1]])  # q_nope untouched
 
 
