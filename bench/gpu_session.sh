@@ -13,7 +13,7 @@ shift
 steps=${*:-tests kernels layer e2e}
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-declare -A limit=([tests]=90 [kernels]=170 [layer]=90 [e2e]=220)
+declare -A limit=([tests]=110 [kernels]=160 [layer]=100 [e2e]=200)
 $py -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")'
 for step in $steps; do
   if [ "$step" = tests ]; then
