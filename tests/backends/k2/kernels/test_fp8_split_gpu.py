@@ -26,6 +26,19 @@ def random_fp8(out_f: int, in_f: int, seed: int):
     return quantize_fp8_block(torch.randn(out_f, in_f, generator=g, device="cuda") / in_f**0.5, (128, 128))
 
 
+def captured(fn):
+    """(a CUDA graph of fn, its outputs), after the warm-up on a side stream that capture needs."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+    return graph, outputs
+
+
 @pytest.mark.parametrize("name", list(SHAPES))
 def test_split_k_is_exact_every_time_eagerly_and_in_a_graph(name):
     import torch.nn.functional as F
@@ -47,14 +60,7 @@ def test_split_k_is_exact_every_time_eagerly_and_in_a_graph(name):
     torch.testing.assert_close(first.float(), want, rtol=2e-2, atol=2e-2)
     for _ in range(50):  # the partials are summed in split order whichever range arrives last
         assert torch.equal(run(), first)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
+    graph, out = captured(run)
     for _ in range(20):
         graph.replay()
         torch.cuda.synchronize()
@@ -74,16 +80,9 @@ def test_one_graph_of_narrow_and_wide_split_launches_replays_exactly():
         return fp8_linear(x, *q_a), swiglu(x, gate, up), fp8_linear(x, *kv_a), fp8_linear(x, *q_a)
 
     eager = layer()
-    graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        layer()
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.cuda.graph(graph):
-        captured = layer()
+    graph, outputs = captured(layer)
     for _ in range(5):
         graph.replay()
         torch.cuda.synchronize()
-        for got, want in zip(captured, eager):
+        for got, want in zip(outputs, eager):
             assert torch.equal(got, want)
