@@ -544,10 +544,13 @@ class Experts(nn.Module):
 
             start = None
             if addends:
-                start = torch.empty(x.shape, dtype=torch.float32, device=device)
                 first, *rest = (a.to(device) for a in addends)
-                torch.add(first, rest[0], out=start) if rest else start.copy_(first)
-                for more in rest[1:]:
+                start = torch.empty(x.shape, dtype=torch.float32, device=device)
+                if rest:  # the first two in one launch, written straight into the fp32 start
+                    torch.add(first, rest.pop(0), out=start)
+                else:
+                    start.copy_(first)
+                for more in rest:
                     start += more
             return fused_moe(x, weights, indices.int(), self.stored_weights(), add_to=start).to(home)
         out = self._routed_ops(x, weights, indices).to(home)

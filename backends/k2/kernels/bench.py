@@ -804,7 +804,7 @@ def layer_case(bench: Bench, linear: str) -> list[Row]:
             overlapped = bench.time(forward)
         finally:
             model.OVERLAP_SHARED = saved
-    rows.append(Row(f"k2 layer 1 tok {context_name(context)} ctx, shared overlapped", check.text, overlapped.seconds,
+    rows.append(Row(f"{name}, shared overlapped", check.text, overlapped.seconds,
                     format_bytes(floor_bytes), format_bandwidth(floor_bytes / overlapped.seconds), floor / overlapped.seconds,
                     "", "-", f"{timing.seconds / overlapped.seconds:.2f}x the speed of one stream; {overlapped.note(floor)}",
                     check.failed))

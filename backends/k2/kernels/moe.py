@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kimicode.backends.k2.kernels.fp8_linear import e4m3_to_float
+from kimicode.backends.k2.kernels.fp8_linear import e4m3_to_float, stored
 from kimicode.backends.k2.quant import dequantize_fp8_block, dequantize_int4
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -402,9 +402,6 @@ def fused_moe(
     stacked = (experts.gate, experts.up, experts.down, experts.gate_scale, experts.up_scale, experts.down_scale)
     if not all(t is None or t.is_contiguous() for t in stacked):
         raise ValueError("expert tensors must be contiguous: the kernels derive row strides from the shapes")
-
-    def stored(weight: torch.Tensor) -> torch.Tensor:
-        return weight.view(torch.uint8) if fp8 else weight  # the kernels decode e4m3 bytes themselves
 
     def scales(scale: torch.Tensor | None, weight: torch.Tensor) -> tuple[torch.Tensor, int]:
         return (weight, 0) if scale is None else (scale, scale.stride(0))  # dense: a pointer never read
